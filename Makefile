@@ -1,0 +1,26 @@
+# Diffusion Transformers from scratch — the two commands:
+#   make lab    set up .venv (first time only) and open JupyterLab on notebooks/
+#   make test   set up .venv (first time only) and run every test
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: lab test venv clean-venv
+
+venv: $(STAMP)
+
+# Re-installs only when pyproject.toml changes; a second run installs nothing new.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	@touch $(STAMP)
+
+lab: venv
+	$(BIN)/jupyter lab notebooks/
+
+test: venv
+	$(BIN)/python -m pytest
+
+clean-venv:
+	rm -rf $(VENV)

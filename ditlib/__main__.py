@@ -1,0 +1,143 @@
+"""Command line: `python -m ditlib {train,sample,configs} ...` (run with -h for each command's options)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def _cmd_configs(args) -> int:
+    from .configs import TRAIN_CONFIGS
+    from .flops import gflops
+    from .models import DiT_models, PAPER_CONFIGS, build_model
+
+    def params_and_gflops(name, **kwargs):
+        import torch
+        with torch.device("meta"):
+            model = build_model(name, **kwargs)
+        return sum(p.numel() for p in model.parameters()), gflops(model)
+
+    print("Training configs (python -m ditlib train --config NAME)")
+    print(f"  {'name':<20} {'model':<14} {'tokens':>6} {'params':>10} {'Gflops':>8}  notes")
+    for name, cfg in TRAIN_CONFIGS.items():
+        params, gf = params_and_gflops(cfg.model, **cfg.model_kwargs())
+        tokens = (cfg.image_size // int(cfg.model.rsplit("/", 1)[1])) ** 2
+        print(f"  {name:<20} {cfg.model:<14} {tokens:>6} {params / 1e6:>9.2f}M {gf:>8.3f}  {cfg.notes}")
+    print("\nModel registry (ditlib.models.DiT_models), paper configs at ImageNet 256 (32×32×4 latents, 1000 classes)")
+    print(f"  {'name':<14} {'params':>10} {'Gflops':>8}")
+    for name in DiT_models:
+        if name in PAPER_CONFIGS:
+            params, gf = params_and_gflops(name)
+            print(f"  {name:<14} {params / 1e6:>9.2f}M {gf:>8.2f}")
+    print("\nCourse model sizes (Fashion-MNIST 32×32×1, 10 classes)")
+    for name in DiT_models:
+        if name not in PAPER_CONFIGS:
+            params, gf = params_and_gflops(name, input_size=32, in_channels=1, num_classes=10)
+            print(f"  {name:<14} {params / 1e6:>9.2f}M {gf:>8.3f}")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from .configs import get_config
+    from .train import train
+
+    config = get_config(args.config)
+    overrides = {k: v for k, v in {"batch_size": args.batch_size, "precision": args.precision, "seed": args.seed,
+                                   "lr": args.lr}.items() if v is not None}
+    if overrides:
+        config = config.replace(**overrides)
+    out = Path(args.out or Path("runs") / config.name.replace("/", "-"))
+    summary = train(config, out, max_steps=args.max_steps, resume=args.resume, device=args.device)
+    print(json.dumps(summary, indent=2))
+    print(f"sample with: python -m ditlib sample --ckpt {summary['final_weights']} --out {out / 'samples.png'}")
+    return 0
+
+
+def _cmd_sample(args) -> int:
+    import torch
+
+    from .checkpoints import load_model
+    from .runtime import default_device
+    from .sample import sample_images, save_grid, save_npz
+
+    device = default_device(args.device)
+    model, meta = load_model(args.ckpt, which=args.weights, device=device)
+    train_cfg = meta.get("train_config", {})
+    classes = args.classes if args.classes else list(range(model.num_classes))
+    labels = torch.tensor([c for c in classes for _ in range(args.per_class)])
+    steps = args.num_sampling_steps or train_cfg.get("sample_steps", 250)
+    cfg_scale = args.cfg_scale if args.cfg_scale is not None else train_cfg.get("sample_cfg_scale", 1.0)
+    start = time.perf_counter()
+    images = sample_images(model, labels, num_sampling_steps=steps, sampler=args.sampler, cfg_scale=cfg_scale,
+                           seed=args.seed, guided_channels=args.guided_channels,
+                           noise_schedule=train_cfg.get("noise_schedule", "linear"),
+                           diffusion_steps=train_cfg.get("diffusion_steps", 1000),
+                           clip_denoised=not args.no_clip, precision=args.precision)
+    elapsed = time.perf_counter() - start
+    out = Path(args.out)
+    if out.suffix == ".npz":
+        save_npz(images, labels, out)
+        written = [out]
+    else:
+        nrow = args.per_class if len(classes) > 1 and args.per_class > 1 else min(len(labels), 10)
+        written = [save_grid(images, out, nrow=nrow, scale=args.scale), save_npz(images, labels, out.with_suffix(".npz"))]
+    print(f"{len(labels)} samples ({args.sampler}, {steps} steps, cfg {cfg_scale}, seed {args.seed}) "
+          f"in {elapsed:.1f}s -> {', '.join(map(str, written))}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ditlib", description="Diffusion Transformers from scratch")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("configs", help="list every config with parameter count and Gflops")
+    p.set_defaults(func=_cmd_configs)
+
+    p = sub.add_parser("train", help="train a DiT")
+    p.add_argument("--config", default=None, help="a training config name (see `configs`); default: the course's small model")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (default: the config's)")
+    p.add_argument("--out", default=None, help="run folder (default: runs/<config>)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("sample", help="sample a grid from a checkpoint")
+    p.add_argument("--ckpt", required=True, help="a ditlib checkpoint (STEM, STEM.safetensors or STEM.json)")
+    p.add_argument("--classes", type=int, nargs="*", default=None, help="class indices (default: all)")
+    p.add_argument("--per-class", type=int, default=8, help="samples per class (default 8)")
+    p.add_argument("--cfg-scale", type=float, default=None, help="guidance scale, 1 = none (default: the checkpoint's)")
+    p.add_argument("--guided-channels", type=int, default=None, help="guide only the first K channels (3 = official eval)")
+    p.add_argument("--num-sampling-steps", type=int, default=None, help="respaced steps (default: the checkpoint's, 250)")
+    p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--weights", choices=["ema", "model"], default="ema")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--no-clip", action="store_true", help="do not clip x̂_0 to [-1, 1] at each step")
+    p.add_argument("--scale", type=int, default=2, help="enlarge the PNG's pixels this many times")
+    p.add_argument("--out", default="samples.png", help="a .png grid (a .npz is written beside it) or a .npz")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_cmd_sample)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "config", "x") is None:
+        from .configs import DEFAULT_CONFIG
+        args.config = DEFAULT_CONFIG
+    try:
+        return args.func(args)
+    except (KeyError, ValueError, FileExistsError, FileNotFoundError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Gflops by the paper's convention (§4, Table 4) and agreement with torch's flop counter."""
+import pytest
+import torch
+
+from ditlib.flops import PAPER_GFLOPS, flop_breakdown, gflops, gflops_table, measured_gflops, num_params
+from ditlib.models import PAPER_CONFIGS, build_model
+
+# Table 4 of Peebles & Xie, typed in from the paper (one forward pass, 256×256, batch 1).
+TABLE_4_GFLOPS = {
+    "DiT-S/2": 6.06, "DiT-S/4": 1.41, "DiT-S/8": 0.36,
+    "DiT-B/2": 23.01, "DiT-B/4": 5.56, "DiT-B/8": 1.42,
+    "DiT-L/2": 80.71, "DiT-L/4": 19.70, "DiT-L/8": 5.01,
+    "DiT-XL/2": 118.64, "DiT-XL/4": 29.05, "DiT-XL/8": 7.39,
+}
+
+
+@pytest.mark.parametrize("name", list(TABLE_4_GFLOPS))
+def test_gflops_reproduce_paper_table_4(name):
+    assert abs(gflops(name) - TABLE_4_GFLOPS[name]) <= 0.02
+
+
+def test_paper_gflops_constant_covers_the_twelve_paper_configs():
+    assert set(PAPER_GFLOPS) == set(PAPER_CONFIGS) == set(TABLE_4_GFLOPS)
+    assert PAPER_GFLOPS == TABLE_4_GFLOPS
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("DiT-debug/2", dict(input_size=16, in_channels=1, num_classes=10)),
+    ("DiT-debug/4", dict(input_size=32, in_channels=4, num_classes=10, learn_sigma=False)),
+    ("DiT-T/4", dict(input_size=32, in_channels=1, num_classes=10)),
+])
+def test_analytic_matmul_count_equals_torch_flop_counter(name, kwargs):
+    torch.manual_seed(0)
+    model = build_model(name, **kwargs)
+    # Integers divided by 1e9 on both sides: equal up to float rounding, i.e. exactly the same count.
+    assert gflops(model, include_norms=False) == pytest.approx(measured_gflops(model), rel=1e-12, abs=0)
+
+
+def test_layer_norm_term_is_one_flop_per_normalised_element():
+    model = build_model("DiT-debug/4", input_size=16, in_channels=1, num_classes=10)
+    tokens, width, depth = (16 // 4) ** 2, 32, 2
+    with_norms, without = gflops(model), gflops(model, include_norms=False)
+    assert (with_norms - without) * 1e9 == pytest.approx((2 * depth + 1) * tokens * width)
+
+
+def test_measured_gflops_leaves_the_training_flag_as_it_was():
+    model = build_model("DiT-debug/8", input_size=16, in_channels=1, num_classes=10).train()
+    measured_gflops(model)
+    assert model.training
+
+
+@pytest.mark.parametrize("size", ["L", "XL"])
+@pytest.mark.parametrize("coarse, fine", [(8, 4), (4, 2)])
+def test_gflops_scale_about_4x_when_patch_size_halves(size, coarse, fine):
+    ratio = gflops(f"DiT-{size}/{fine}") / gflops(f"DiT-{size}/{coarse}")
+    assert ratio == pytest.approx(4.0, rel=0.05)   # T quadruples; attention (T²) pushes it a bit above
+
+
+def test_model_instance_and_name_give_the_same_gflops():
+    kwargs = dict(input_size=16, in_channels=1, num_classes=10)
+    model = build_model("DiT-T/4", **kwargs)
+    assert gflops(model) == gflops("DiT-T/4", **kwargs)
+    assert flop_breakdown(model) == flop_breakdown("DiT-T/4", **kwargs)
+
+
+def test_names_use_paper_defaults_latent_32x32x4():
+    assert gflops("DiT-XL/2") == gflops("DiT-XL/2", input_size=32, in_channels=4, learn_sigma=True)
+    assert gflops("DiT-XL/2", input_size=64) > 4 * gflops("DiT-XL/2")    # 512×512: 4× tokens
+
+
+def test_unknown_name_raises_key_error_listing_valid_names():
+    with pytest.raises(KeyError) as excinfo:
+        gflops("DiT-XXL/2")
+    assert "DiT-XL/2" in str(excinfo.value) and "DiT-S/8" in str(excinfo.value)
+
+
+def test_instance_with_conflicting_input_size_is_rejected():
+    model = build_model("DiT-debug/4", input_size=16, in_channels=1, num_classes=10)
+    with pytest.raises(ValueError, match="input_size=16"):
+        gflops(model, input_size=32)
+
+
+def test_num_params_equals_sum_of_real_parameters():
+    kwargs = dict(input_size=32, in_channels=1, num_classes=10)
+    model = build_model("DiT-T/4", **kwargs)
+    assert num_params("DiT-T/4", **kwargs) == sum(p.numel() for p in model.parameters())
+
+
+def test_gflops_table_lists_every_config_with_params_and_gflops():
+    rows = gflops_table()
+    by_name = {name: (params, flops) for name, params, flops in rows}
+    assert set(PAPER_CONFIGS) <= set(by_name)
+    assert by_name["DiT-XL/2"][1] == pytest.approx(118.64, abs=0.02)
+    assert by_name["DiT-XL/2"][0] == 675_129_632          # the paper's "675M"
+    assert by_name["DiT-S/2"][0] < by_name["DiT-B/2"][0] < by_name["DiT-L/2"][0] < by_name["DiT-XL/2"][0]
