@@ -123,6 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="samples.png", help="a .png grid (a .npz is written beside it) or a .npz")
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cmd_sample)
+
+    # Commands of the latent-diffusion and evaluation lessons register themselves.
+    import importlib
+    for module in ("ditlib.vae", "ditlib.evaluate"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name != module:
+                raise
+            continue
+        mod.add_cli(sub)
     return parser
 
 

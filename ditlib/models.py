@@ -301,7 +301,7 @@ class DiT(nn.Module):
             raise ValueError(f"t and y must have shape ({x.shape[0]},), one per image; got {tuple(t.shape)} and {tuple(y.shape)}")
         if y.dtype.is_floating_point:
             raise ValueError("y must hold integer class labels")
-        if not torch.jit.is_tracing() and y.numel() and (int(y.min()) < 0 or int(y.max()) > self.num_classes):
+        if y.numel() and y.device.type != "meta" and (int(y.min()) < 0 or int(y.max()) > self.num_classes):
             raise ValueError(f"class labels must lie in [0, {self.num_classes - 1}] "
                              f"(or {self.num_classes} for the null class); got min {int(y.min())}, max {int(y.max())}")
 

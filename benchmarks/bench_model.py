@@ -1,0 +1,284 @@
+"""Speed of ditlib's DiT against diffusers' `DiTTransformer2DModel` of the same size, in one run.
+
+Two measurements, each in float32 and in bfloat16 autocast (`torch.autocast("cpu", dtype=torch.bfloat16)`):
+
+1. training throughput (img/s): forward + MSE against a fixed random target + backward + AdamW step;
+2. sampling throughput (forward passes/s): one forward pass of a whole batch under `torch.no_grad()`,
+   which is what every step of a DDPM/DDIM sampling loop costs.
+
+Both models see the same random batch, the same threads and the same loss. The repeats are
+interleaved (ditlib, diffusers, diffusers, ditlib, ...) so that the noise of a shared machine hits both
+equally; each row reports the median over repeats and the ratio ditlib/diffusers (> 1 means ditlib
+is faster). This is a measurement, not a test: it prints ratios and asserts nothing.
+
+    .venv/bin/python benchmarks/bench_model.py                    # DiT-T/4 on 32×32×1, batch 64
+    .venv/bin/python benchmarks/bench_model.py --compile          # plus torch.compile sampling rows
+    .venv/bin/python benchmarks/bench_model.py --quick            # smoke run, a few seconds
+    .venv/bin/python benchmarks/bench_model.py --model DiT-S/4 --json runs/bench_model.json
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+from ditlib.models import DiT_models, build_model  # noqa: E402
+
+COMPILE_LIMIT_S = 60.0
+"""A compiled row is dropped when its first call (the compilation) takes longer than this."""
+
+
+#################################################################################
+#                        The two models, built the same size                    #
+#################################################################################
+
+def build_ditlib(name: str, input_size: int, in_channels: int, num_classes: int, learn_sigma: bool):
+    torch.manual_seed(0)
+    return build_model(name, input_size=input_size, in_channels=in_channels, num_classes=num_classes,
+                       learn_sigma=learn_sigma)
+
+
+def build_diffusers(model):
+    """diffusers' `DiTTransformer2DModel` with the same depth, width, heads, patch, channels and classes."""
+    from diffusers import DiTTransformer2DModel
+
+    torch.manual_seed(0)
+    return DiTTransformer2DModel(
+        num_attention_heads=model.num_heads,
+        attention_head_dim=model.hidden_size // model.num_heads,
+        in_channels=model.in_channels,
+        out_channels=model.out_channels,
+        num_layers=model.depth,
+        dropout=0.0,
+        norm_num_groups=32,
+        attention_bias=True,
+        sample_size=model.input_size,
+        patch_size=model.patch_size,
+        activation_fn="gelu-approximate",
+        num_embeds_ada_norm=model.num_classes,
+        upcast_attention=False,
+        norm_type="ada_norm_zero",
+        norm_elementwise_affine=False,
+        norm_eps=1e-5,
+    )
+
+
+def parameter_counts(ditlib_model, diffusers_model) -> dict:
+    """Trainable parameters of both models, in total and without the (t, y) conditioning embedders.
+
+    ditlib follows the official DiT: one timestep MLP and one label table shared by all blocks.
+    diffusers gives every block its own copy (`transformer_blocks[i].norm1.emb`) and uses block 0's
+    for the final layer, so it has (depth - 1) extra copies. Without the embedders the counts agree.
+    """
+    def trainable(named, skip):
+        return sum(p.numel() for n, p in named if p.requires_grad and not any(s in n for s in skip))
+
+    ours = list(ditlib_model.named_parameters())
+    theirs = list(diffusers_model.named_parameters())
+    return {
+        "ditlib": trainable(ours, ()),
+        "diffusers": trainable(theirs, ()),
+        "ditlib_without_embedders": trainable(ours, ("t_embedder.", "y_embedder.")),
+        "diffusers_without_embedders": trainable(theirs, (".norm1.emb.",)),
+    }
+
+
+def forward_fn(model):
+    """A uniform `f(x, t, y) -> output tensor` for either model."""
+    if hasattr(model, "forward_with_cfg"):                                     # ditlib
+        return lambda x, t, y: model(x, t, y)
+    return lambda x, t, y: model(x, timestep=t, class_labels=y, return_dict=False)[0]
+
+
+#################################################################################
+#                          One iteration of each workload                       #
+#################################################################################
+
+class Workload:
+    """One model on one job (train or sample) in one precision; `step()` runs one iteration."""
+
+    def __init__(self, model, job: str, bf16: bool, batch: dict, compile_: bool = False):
+        self.model, self.job, self.bf16, self.batch = model, job, bf16, batch
+        fn = forward_fn(model)
+        self.forward = torch.compile(fn, dynamic=False) if compile_ else fn
+        if job == "train":
+            model.train()
+            self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
+        else:
+            model.eval()
+
+    def step(self) -> None:
+        x, t, y = self.batch["x"], self.batch["t"], self.batch["y"]
+        if self.job == "train":
+            self.model.train()
+            self.optimizer.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+                out = self.forward(x, t, y)                                    # (N, C_out, I, I)
+            loss = F.mse_loss(out.float(), self.batch["target"])
+            loss.backward()
+            self.optimizer.step()
+        else:
+            self.model.eval()
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+                self.forward(x, t, y)
+
+    def timed(self, iterations: int) -> float:
+        """Seconds for `iterations` steps."""
+        start = time.perf_counter()
+        for _ in range(iterations):
+            self.step()
+        return time.perf_counter() - start
+
+
+#################################################################################
+#                                  The benchmark                                #
+#################################################################################
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    import diffusers
+    return {"torch": torch.__version__, "diffusers": diffusers.__version__, "python": platform.python_version(),
+            "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "cpu": cpu,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def run(args) -> dict:
+    ditlib_model = build_ditlib(args.model, args.input_size, args.in_channels, args.num_classes, args.learn_sigma)
+    diffusers_model = build_diffusers(ditlib_model)
+    models = {"ditlib": ditlib_model, "diffusers": diffusers_model}
+
+    g = torch.Generator().manual_seed(0)
+    n, c, i = args.batch, args.in_channels, args.input_size
+    batch = {
+        "x": torch.randn(n, c, i, i, generator=g),
+        "t": torch.randint(0, 1000, (n,), generator=g),
+        "y": torch.randint(0, args.num_classes, (n,), generator=g),
+        "target": torch.randn(n, ditlib_model.out_channels, i, i, generator=g),
+    }
+
+    rows = []  # (label, job, bf16, compiled)
+    for job in ("train", "sample"):
+        for dtype in args.dtypes:
+            rows.append((f"{job} {dtype}", job, dtype == "bf16", False))
+    if args.compile:
+        for dtype in args.dtypes:
+            rows.append((f"sample {dtype} compiled", "sample", dtype == "bf16", True))
+
+    results = []
+    for label, job, bf16, compiled in rows:
+        print(f"[{label}] warming up ...", file=sys.stderr, flush=True)
+        workloads, iterations, skipped = {}, None, None
+        for name, model in models.items():
+            w = Workload(model, job, bf16, batch, compile_=compiled)
+            first = w.timed(1)                                                 # compiles, allocates AdamW state
+            if compiled and first > COMPILE_LIMIT_S:
+                skipped = f"{name} compile took {first:.0f} s > {COMPILE_LIMIT_S:.0f} s"
+                break
+            per_iter = w.timed(max(args.warmup, 1)) / max(args.warmup, 1)
+            # The same iteration count for both models: enough for the slower one to fill `seconds`.
+            iterations = max(iterations or 1, round(args.seconds / per_iter), 1)
+            workloads[name] = w
+        if skipped:
+            print(f"[{label}] skipped: {skipped}", file=sys.stderr)
+            results.append({"row": label, "skipped": skipped})
+            continue
+
+        rates = {name: [] for name in models}
+        for r in range(args.repeats):
+            order = list(models) if r % 2 == 0 else list(models)[::-1]         # interleave, alternate order
+            for name in order:
+                seconds = workloads[name].timed(iterations)
+                per_second = iterations / seconds
+                rates[name].append(per_second * args.batch if job == "train" else per_second)
+        paired = [a / b for a, b in zip(rates["ditlib"], rates["diffusers"])]
+        med = {name: statistics.median(v) for name, v in rates.items()}
+        results.append({
+            "row": label, "unit": "img/s" if job == "train" else "passes/s", "iterations": iterations,
+            "ditlib": med["ditlib"], "diffusers": med["diffusers"], "ratio": med["ditlib"] / med["diffusers"],
+            "paired_ratio_min": min(paired), "paired_ratio_max": max(paired),
+            "samples": rates,
+        })
+        print(f"[{label}] ditlib {med['ditlib']:.2f}  diffusers {med['diffusers']:.2f}", file=sys.stderr, flush=True)
+        del workloads                                                          # free AdamW state
+
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join(["benchmarks/bench_model.py"] + sys.argv[1:]),
+            "machine": machine(), "config": vars(args), "params": parameter_counts(ditlib_model, diffusers_model),
+            "results": results}
+
+
+def print_report(report: dict) -> None:
+    m, cfg, p = report["machine"], report["config"], report["params"]
+    print(f"\nmachine: {m['cpu']} ({m['cpu_count']} cores, capability {m['cpu_capability']}); "
+          f"torch {m['torch']}, {m['threads']} threads; diffusers {m['diffusers']}")
+    print(f"model:   {cfg['model']}, input {cfg['input_size']}×{cfg['input_size']}×{cfg['in_channels']}, "
+          f"{cfg['num_classes']} classes, learn_sigma={cfg['learn_sigma']}; batch {cfg['batch']}, "
+          f"{cfg['repeats']} repeats (median)")
+    extra = p["diffusers"] - p["ditlib"]
+    print(f"params:  ditlib {p['ditlib']:,}, diffusers {p['diffusers']:,} (diffusers +{extra:,}: a timestep MLP "
+          f"and label table per block instead of one shared); without those embedders "
+          f"{p['ditlib_without_embedders']:,} vs {p['diffusers_without_embedders']:,}\n")
+    header = f"{'row':<22} {'unit':<9} {'ditlib':>9} {'diffusers':>10} {'ditlib/diffusers':>17} {'paired range':>14}"
+    print(header)
+    print("-" * len(header))
+    for r in report["results"]:
+        if "skipped" in r:
+            print(f"{r['row']:<22} skipped: {r['skipped']}")
+            continue
+        spread = f"{r['paired_ratio_min']:.2f}–{r['paired_ratio_max']:.2f}"
+        print(f"{r['row']:<22} {r['unit']:<9} {r['ditlib']:>9.2f} {r['diffusers']:>10.2f} {r['ratio']:>17.2f} {spread:>14}")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="DiT-T/4", choices=list(DiT_models), help="registry key of the ditlib config")
+    parser.add_argument("--input-size", type=int, default=32)
+    parser.add_argument("--in-channels", type=int, default=1)
+    parser.add_argument("--num-classes", type=int, default=10)
+    parser.add_argument("--no-learn-sigma", dest="learn_sigma", action="store_false")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved timed repeats per row (median reported)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed iterations per model and row")
+    parser.add_argument("--seconds", type=float, default=1.5, help="target length of one timed repeat")
+    parser.add_argument("--dtypes", default="fp32,bf16", help="comma-separated subset of fp32,bf16")
+    parser.add_argument("--compile", action="store_true",
+                        help=f"add torch.compile sampling rows (dropped if compiling takes > {COMPILE_LIMIT_S:.0f} s)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, 1 warmup, ~1 iteration")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    args = parser.parse_args(argv)
+    args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    if not set(args.dtypes) <= {"fp32", "bf16"} or not args.dtypes:
+        parser.error("--dtypes must be a comma-separated subset of fp32,bf16")
+    if args.quick:
+        args.repeats, args.warmup, args.seconds = 1, 1, 0.0
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    report = run(args)
+    print_report(report)
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+        print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
