@@ -6,10 +6,11 @@ Two measurements, each in float32 and in bfloat16 autocast (`torch.autocast("cpu
 2. sampling throughput (forward passes/s): one forward pass of a whole batch under `torch.no_grad()`,
    which is what every step of a DDPM/DDIM sampling loop costs.
 
-Both models see the same random batch, the same threads and the same loss. The repeats are
-interleaved (ditlib, diffusers, diffusers, ditlib, ...) so that the noise of a shared machine hits both
-equally; each row reports the median over repeats and the ratio ditlib/diffusers (> 1 means ditlib
-is faster). This is a measurement, not a test: it prints ratios and asserts nothing.
+Both models see the same random batch, the same threads and the same loss. All rows are warmed up
+first; then each timed round runs every row once, the two models back to back in alternating order
+(ditlib, diffusers, then diffusers, ditlib, ...), so that the noise of a shared machine hits both models
+alike. Each row reports the median over rounds and the ratio ditlib/diffusers (> 1 means ditlib is
+faster); `--max-seconds` ends the rounds early on a slow machine. This is a measurement, not a test: it prints ratios and asserts nothing.
 
     .venv/bin/python benchmarks/bench_model.py                    # DiT-T/4 on 32×32×1, batch 64
     .venv/bin/python benchmarks/bench_model.py --compile          # plus torch.compile sampling rows
@@ -179,46 +180,59 @@ def run(args) -> dict:
         for dtype in args.dtypes:
             rows.append((f"sample {dtype} compiled", "sample", dtype == "bf16", True))
 
-    results = []
+    # Warm up every (row, model) first: compile, allocate AdamW state, and pick an iteration count that
+    # is the same for both models and long enough for the slower one to fill `--seconds`.
+    prepared, skipped = [], {}
     for label, job, bf16, compiled in rows:
         print(f"[{label}] warming up ...", file=sys.stderr, flush=True)
-        workloads, iterations, skipped = {}, None, None
+        workloads, iterations = {}, 1
         for name, model in models.items():
             w = Workload(model, job, bf16, batch, compile_=compiled)
             first = w.timed(1)                                                 # compiles, allocates AdamW state
             if compiled and first > COMPILE_LIMIT_S:
-                skipped = f"{name} compile took {first:.0f} s > {COMPILE_LIMIT_S:.0f} s"
+                skipped[label] = f"{name} compile took {first:.0f} s > {COMPILE_LIMIT_S:.0f} s"
                 break
             per_iter = w.timed(max(args.warmup, 1)) / max(args.warmup, 1)
-            # The same iteration count for both models: enough for the slower one to fill `seconds`.
-            iterations = max(iterations or 1, round(args.seconds / per_iter), 1)
+            iterations = max(iterations, round(args.seconds / per_iter))
             workloads[name] = w
-        if skipped:
-            print(f"[{label}] skipped: {skipped}", file=sys.stderr)
-            results.append({"row": label, "skipped": skipped})
-            continue
+        if label not in skipped:
+            prepared.append((label, job, workloads, iterations))
 
-        rates = {name: [] for name in models}
-        for r in range(args.repeats):
-            order = list(models) if r % 2 == 0 else list(models)[::-1]         # interleave, alternate order
+    # Timed rounds: every round times every row, both models back to back in alternating order, so a slow
+    # moment of a shared machine hits both models (and all rows) alike. Stop early past the time budget.
+    rates = {label: {name: [] for name in models} for label, *_ in prepared}
+    started, rounds = time.perf_counter(), 0
+    for r in range(args.repeats):
+        for label, job, workloads, iterations in prepared:
+            order = list(models) if r % 2 == 0 else list(models)[::-1]
             for name in order:
-                seconds = workloads[name].timed(iterations)
-                per_second = iterations / seconds
-                rates[name].append(per_second * args.batch if job == "train" else per_second)
-        paired = [a / b for a, b in zip(rates["ditlib"], rates["diffusers"])]
-        med = {name: statistics.median(v) for name, v in rates.items()}
+                per_second = iterations / workloads[name].timed(iterations)
+                rates[label][name].append(per_second * args.batch if job == "train" else per_second)
+        rounds += 1
+        elapsed = time.perf_counter() - started
+        print(f"round {rounds}/{args.repeats} done ({elapsed:.0f} s)", file=sys.stderr, flush=True)
+        if elapsed > args.max_seconds and rounds < args.repeats:
+            print(f"time budget of {args.max_seconds:.0f} s spent: stopping after {rounds} rounds", file=sys.stderr)
+            break
+
+    results = []
+    for label, *_ in rows:
+        if label in skipped:
+            results.append({"row": label, "skipped": skipped[label]})
+            continue
+        job, iterations = next((j, it) for lab, j, _, it in prepared if lab == label)
+        samples = rates[label]
+        paired = [a / b for a, b in zip(samples["ditlib"], samples["diffusers"])]
+        med = {name: statistics.median(v) for name, v in samples.items()}
         results.append({
             "row": label, "unit": "img/s" if job == "train" else "passes/s", "iterations": iterations,
             "ditlib": med["ditlib"], "diffusers": med["diffusers"], "ratio": med["ditlib"] / med["diffusers"],
-            "paired_ratio_min": min(paired), "paired_ratio_max": max(paired),
-            "samples": rates,
+            "paired_ratio_min": min(paired), "paired_ratio_max": max(paired), "samples": samples,
         })
-        print(f"[{label}] ditlib {med['ditlib']:.2f}  diffusers {med['diffusers']:.2f}", file=sys.stderr, flush=True)
-        del workloads                                                          # free AdamW state
 
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "command": " ".join(["benchmarks/bench_model.py"] + sys.argv[1:]),
-            "machine": machine(), "config": vars(args), "params": parameter_counts(ditlib_model, diffusers_model),
+            "machine": machine(), "config": vars(args), "rounds": rounds, "params": parameter_counts(ditlib_model, diffusers_model),
             "results": results}
 
 
@@ -228,7 +242,7 @@ def print_report(report: dict) -> None:
           f"torch {m['torch']}, {m['threads']} threads; diffusers {m['diffusers']}")
     print(f"model:   {cfg['model']}, input {cfg['input_size']}×{cfg['input_size']}×{cfg['in_channels']}, "
           f"{cfg['num_classes']} classes, learn_sigma={cfg['learn_sigma']}; batch {cfg['batch']}, "
-          f"{cfg['repeats']} repeats (median)")
+          f"{report['rounds']} interleaved rounds (median)")
     extra = p["diffusers"] - p["ditlib"]
     print(f"params:  ditlib {p['ditlib']:,}, diffusers {p['diffusers']:,} (diffusers +{extra:,}: a timestep MLP "
           f"and label table per block instead of one shared); without those embedders "
@@ -252,9 +266,11 @@ def parse_args(argv=None):
     parser.add_argument("--num-classes", type=int, default=10)
     parser.add_argument("--no-learn-sigma", dest="learn_sigma", action="store_false")
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=7, help="interleaved timed repeats per row (median reported)")
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved timed rounds over all rows (median reported)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed iterations per model and row")
     parser.add_argument("--seconds", type=float, default=1.5, help="target length of one timed repeat")
+    parser.add_argument("--max-seconds", type=float, default=240.0,
+                        help="stop the timed rounds early once they have taken this long (warm-up not counted)")
     parser.add_argument("--dtypes", default="fp32,bf16", help="comma-separated subset of fp32,bf16")
     parser.add_argument("--compile", action="store_true",
                         help=f"add torch.compile sampling rows (dropped if compiling takes > {COMPILE_LIMIT_S:.0f} s)")

@@ -1,4 +1,4 @@
-"""Command line: `python -m ditlib {train,sample,configs} ...` (run with -h for each command's options)."""
+"""Command line: `python -m ditlib {train,sample,configs,export,train-vae,train-classifier,fid} ...` (run with -h for each command's options)."""
 from __future__ import annotations
 
 import argparse
@@ -88,6 +88,14 @@ def _cmd_sample(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    from .train import export_run
+
+    dest = export_run(args.run, args.out, command=args.command)
+    print(f"wrote {dest}.safetensors, {dest}.json and {dest}.manifest.json")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ditlib", description="Diffusion Transformers from scratch")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -123,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="samples.png", help="a .png grid (a .npz is written beside it) or a .npz")
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cmd_sample)
+
+    p = sub.add_parser("export", help="copy a finished run's EMA weights and write a manifest (for shipping)")
+    p.add_argument("--run", required=True, help="the run folder (holding final.safetensors/json and log.jsonl)")
+    p.add_argument("--out", required=True, help="destination stem, e.g. data/checkpoints/fmnist-DiT-T-4")
+    p.add_argument("--command", default=None, help="the exact training command to record (default: derived)")
+    p.set_defaults(func=_cmd_export)
 
     # Commands of the latent-diffusion and evaluation lessons register themselves.
     import importlib

@@ -49,6 +49,7 @@ def save_checkpoint(path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
     tmp_js.write_text(json.dumps(meta, indent=2, default=_json_default))
     if js_path.exists():        # the old JSON goes first: a crash in between leaves no half-valid pair
         js_path.unlink()
+    os.chmod(tmp_st, 0o644)      # safetensors writes owner-only files; checkpoints are for sharing
     os.replace(tmp_st, st_path)
     os.replace(tmp_js, js_path)
     return stem

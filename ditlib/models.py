@@ -307,9 +307,13 @@ class DiT(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x: (N, C, I, I) noisy input; t: (N,) timesteps; y: (N,) labels. Returns (N, C_out, I, I)."""
-        self._check_inputs(x, t, y)
-        x = self.x_embedder(x) + self.pos_embed                               # (N, T, D)
-        c = self.t_embedder(t) + self.y_embedder(y, self.training)             # (N, D)
+        if not torch.compiler.is_compiling():                                  # the checks would break the graph
+            self._check_inputs(x, t, y)
+        x = self.x_embedder(x)                                                 # (N, T, D)
+        # Keep the residual stream in the patch embedding's dtype (bf16 under autocast): adding the
+        # fp32 table would silently promote every later add, modulate and LayerNorm to fp32.
+        x = x + self.pos_embed.to(x.dtype)                                     # (N, T, D)
+        c = (self.t_embedder(t) + self.y_embedder(y, self.training)).to(x.dtype)   # (N, D)
         for block in self.blocks:
             x = block(x, c)                                                    # (N, T, D)
         x = self.final_layer(x, c)                                             # (N, T, p*p*C_out)

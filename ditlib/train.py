@@ -255,3 +255,43 @@ def plot_loss(out_dir, path=None):
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def export_run(out_dir, dest, command: str | None = None) -> Path:
+    """Ship a finished run: copy its EMA weights to `dest`.{safetensors,json} and write `dest`.manifest.json.
+
+    The manifest says how the weights were made: the training command, config, steps, wall time,
+    final loss, throughput, parameter count, software versions and the sha256 of the training data.
+    """
+    import platform
+    import shutil
+
+    from .data import DATA_DIR
+
+    out_dir, dest = Path(out_dir), Path(dest)
+    tensors, meta = ckpt.load_checkpoint(out_dir / FINAL_WEIGHTS)          # verifies the hash
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(out_dir / f"{FINAL_WEIGHTS}.safetensors", dest.with_suffix(".safetensors"))
+    (dest.with_suffix(".json")).write_text(json.dumps(dict(meta, weights_file=dest.name + ".safetensors"), indent=2))
+    config = meta["train_config"]
+    rows = read_log(out_dir)
+    data_manifest = DATA_DIR / "fashion-mnist" / "MANIFEST.json"
+    manifest = {
+        "what": f"EMA weights of {config['model']} trained with the config {config['name']!r}",
+        "command": command or f"python -m ditlib train --config {config['name']}",
+        "steps": meta["step"],
+        "batch_size": config["batch_size"],
+        "images_seen": meta["step"] * config["batch_size"],
+        "train_time_s": round(meta["elapsed_s"], 1),
+        "final_loss": rows[-1]["loss"] if rows else None,
+        "median_img_per_s": sorted(r["img_per_s"] for r in rows)[len(rows) // 2] if rows else None,
+        "parameters": sum(v.numel() for v in ckpt.subdict(tensors, "ema").values()),
+        "precision": config["precision"],
+        "train_config": config,
+        "data_sha256": ({k: v["sha256"] for k, v in json.loads(data_manifest.read_text())["files"].items()}
+                        if config["dataset"] == "fashion-mnist" and data_manifest.exists() else None),
+        "software": {"torch": torch.__version__, "python": platform.python_version()},
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+    }
+    dest.with_name(dest.name + ".manifest.json").write_text(json.dumps(manifest, indent=2))
+    return dest

@@ -255,7 +255,7 @@ def test_inception_weights_found_in_the_torch_hub_cache_are_used_without_downloa
     monkeypatch.setattr(inception.FeatureExtractorInceptionV3, "load_state_dict",
                         lambda self, state, strict=True: loaded.append(state))
     assert evaluate.inception_weights_path() == weights
-    result = evaluate.compute_metrics(as_float(test_set.images[:12]), reference=test_set.images[12:24].permute(0, 2, 3, 1),
+    result = evaluate.compute_metrics(as_float(test_set.images[:10]), reference=test_set.images[10:20].permute(0, 2, 3, 1),
                                       extractor="inception", precision_recall=False)
     assert loaded == [{}]
     assert result["extractor"] == "inception-v3-compat" and np.isfinite(result["fid"])
@@ -307,18 +307,19 @@ def test_sample_for_fid_spreads_labels_evenly_and_is_reproducible(tiny_dit_check
     assert torch.equal(images, again) and not torch.equal(images, other)
 
 
-def test_fid_command_samples_a_checkpoint_and_writes_adm_npz(tiny_dit_checkpoint, tmp_path):
+def test_fid_command_samples_a_checkpoint_and_writes_adm_npz(tiny_dit_checkpoint, tmp_path, test_set):
     _, stem = tiny_dit_checkpoint
-    npz, report = tmp_path / "samples.npz", tmp_path / "fid.json"
+    npz, report, reference = tmp_path / "samples.npz", tmp_path / "fid.json", tmp_path / "reference.npz"
+    np.savez(reference, arr_0=test_set.images[:200].permute(0, 2, 3, 1).numpy())  # a small ADM reference batch
     out = run_cli("fid", "--ckpt", str(stem), "--num-samples", "20", "--num-sampling-steps", "2", "--batch-size", "10",
-                  "--seed", "5", "--npz", str(npz), "--json", str(report))
+                  "--seed", "5", "--npz", str(npz), "--json", str(report), "--reference", str(reference))
     assert out.returncode == 0, out.stderr
     assert "FID" in out.stdout and "IS" in out.stdout and "seed 5" in out.stdout and "20 images" in out.stdout
     with np.load(npz) as data:
         assert data["arr_0"].shape == (20, 32, 32, 3) and data["arr_0"].dtype == np.uint8
     result = json.loads(report.read_text())
-    assert result["n"] == 20 and result["seed"] == 5 and result["n_reference"] == 10000
-    out = run_cli("fid", "--samples", str(npz), "--num-samples", "20", "--seed", "5")
+    assert result["n"] == 20 and result["seed"] == 5 and result["n_reference"] == 200
+    out = run_cli("fid", "--samples", str(npz), "--num-samples", "20", "--seed", "5", "--reference", str(reference))
     assert out.returncode == 0, out.stderr
     assert f"{result['fid']:.4f}" in out.stdout  # the saved samples give the same FID
 
