@@ -69,12 +69,19 @@ def _cmd_sample(args) -> int:
     labels = torch.tensor([c for c in classes for _ in range(args.per_class)])
     steps = args.num_sampling_steps or train_cfg.get("sample_steps", 250)
     cfg_scale = args.cfg_scale if args.cfg_scale is not None else train_cfg.get("sample_cfg_scale", 1.0)
+    codec = None
+    if train_cfg.get("vae"):                     # a latent model: sample latents, then decode them (§3.1)
+        from .vae import load_vae
+        codec = load_vae(train_cfg["vae"], device=device)
     start = time.perf_counter()
     images = sample_images(model, labels, num_sampling_steps=steps, sampler=args.sampler, cfg_scale=cfg_scale,
                            seed=args.seed, guided_channels=args.guided_channels,
                            noise_schedule=train_cfg.get("noise_schedule", "linear"),
                            diffusion_steps=train_cfg.get("diffusion_steps", 1000),
-                           clip_denoised=not args.no_clip, precision=args.precision)
+                           clip_denoised=codec is None and not args.no_clip, precision=args.precision)
+    if codec is not None:
+        with torch.no_grad():
+            images = codec.decode(images)
     elapsed = time.perf_counter() - start
     out = Path(args.out)
     if out.suffix == ".npz":

@@ -20,6 +20,7 @@ class TrainConfig:
     name: str
     model: str                          # a key of ditlib.models.DiT_models
     dataset: str = "fashion-mnist"      # "fashion-mnist" or a path to an image folder (one sub-folder per class)
+    vae: str | None = None              # latent diffusion (§3.1): a VAE name/path for ditlib.vae.load_vae; None = pixels
     image_size: int = 32                # model input size (pixels, or latent size for latent configs)
     in_channels: int = 1
     num_classes: int = 10
@@ -101,6 +102,15 @@ for _patch in (2, 8):
         name=f"fmnist-DiT-T/{_patch}", model=f"DiT-T/{_patch}",
         notes=f"DiT-T at patch {_patch}: {(32 // _patch) ** 2} tokens",
     ))
+
+
+# Latent diffusion at small scale (§3.1): the shipped VAE turns 32×32×1 images into 8×8×4 latents;
+# DiT-T/2 then sees 16 tokens of 2×2×4 latent values. The latent cache (ditlib.latents) is built on the
+# first run (a few CPU minutes) and reused.
+register(TRAIN_CONFIGS[DEFAULT_CONFIG].replace(
+    name="fmnist-latent-DiT-T/2", model="DiT-T/2", vae="fmnist-vae", image_size=8, in_channels=4,
+    notes="latent DiT-T/2 on the shipped fmnist-vae (8×8×4 latents, 16 tokens)",
+))
 
 
 def get_config(name: str) -> TrainConfig:

@@ -345,15 +345,23 @@ def infinite_batches(dataset, batch_size: int, seed: int = 0, start_step: int = 
             order = torch.randperm(size, generator=generator)
         offset = (step % batches_per_epoch) * batch_size
         indices = order[offset:offset + batch_size]  # (B,)
-        if gather is not None:
-            x, y = gather(indices)
-        else:
-            items = [dataset[i] for i in indices.tolist()]
-            x = torch.stack([item[0] for item in items])
-            y = torch.as_tensor([int(item[1]) for item in items], dtype=torch.int64)
+        mirror = None
         if hflip:
             generator = torch.Generator().manual_seed(_derived_seed(seed, "hflip", step))
-            mirror = torch.rand(x.shape[0], generator=generator) < 0.5  # (B,)
-            x = torch.where(mirror.view(-1, *[1] * (x.dim() - 1)), x.flip(-1), x)
+            mirror = torch.rand(indices.shape[0], generator=generator) < 0.5  # (B,)
+        if getattr(dataset, "selects_flips", False):
+            # Latent datasets (ditlib.latents): a flip selects the posterior of the mirrored image,
+            # and every draw is a fresh latent sample, seeded by (seed, step) for exact resume.
+            noise = torch.Generator().manual_seed(_derived_seed(seed, "latent", step))
+            x, y = dataset.get_batch(indices, flip_mask=mirror, generator=noise)
+        else:
+            if gather is not None:
+                x, y = gather(indices)
+            else:
+                items = [dataset[i] for i in indices.tolist()]
+                x = torch.stack([item[0] for item in items])
+                y = torch.as_tensor([int(item[1]) for item in items], dtype=torch.int64)
+            if mirror is not None:
+                x = torch.where(mirror.view(-1, *[1] * (x.dim() - 1)), x.flip(-1), x)
         yield x, y
         step += 1

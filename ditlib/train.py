@@ -130,7 +130,10 @@ def train(config: TrainConfig, out_dir, max_steps: int | None = None, resume: bo
         raise FileExistsError(f"{out_dir} already holds checkpoints ({existing[-1].name}); "
                               f"pass --resume to continue that run or choose another --out")
 
-    if dataset is None:
+    if dataset is None and config.vae:
+        from .latents import build_latent_dataset
+        dataset = build_latent_dataset(config.vae, config.dataset, "train")
+    elif dataset is None:
         dataset = build_dataset(config.dataset, "train", image_size=config.image_size, hflip=False)
     if getattr(dataset, "in_channels", config.in_channels) != config.in_channels:
         raise ValueError(f"config {config.name!r} expects {config.in_channels} channels but the dataset has {dataset.in_channels}")

@@ -111,3 +111,19 @@ def test_infinite_batches_can_stream_a_latent_dataset(cached):
 def test_malformed_posteriors_are_rejected():
     with pytest.raises(ValueError, match=r"\(N, 2, C, h, w\)"):
         LatentDataset(torch.zeros(4, 4, 8, 8), torch.zeros(4, 4, 8, 8), torch.zeros(4, dtype=torch.long), 1.0)
+
+
+def test_a_latent_run_resumes_exactly(cached, tmp_path):
+    from ditlib.checkpoints import load_checkpoint
+    from ditlib.configs import get_config
+    from ditlib.train import list_checkpoints, train
+
+    _, _, dataset = cached
+    cfg = get_config("debug").replace(model="DiT-debug/2", image_size=8, in_channels=4, vae="unused-in-this-test",
+                                      batch_size=8, ckpt_every=3, log_every=3, hflip=True)
+    train(cfg, tmp_path / "a", max_steps=6, progress=False, dataset=dataset)
+    train(cfg, tmp_path / "b", max_steps=3, progress=False, dataset=dataset)
+    train(cfg, tmp_path / "b", max_steps=6, resume=True, progress=False, dataset=dataset)
+    a, _ = load_checkpoint(list_checkpoints(tmp_path / "a")[-1])
+    b, _ = load_checkpoint(list_checkpoints(tmp_path / "b")[-1])
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("model.", "ema.")))
