@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: lab test venv clean-venv
+.PHONY: lab test venv clean-venv notebooks sync
 
 venv: $(STAMP)
 
@@ -24,6 +24,24 @@ lab: venv
 
 test: venv
 	$(BIN)/python -m pytest
+
+# Lessons: notebooks/NN_*.py (py:percent) and notebooks/NN_*.ipynb are a jupytext pair.
+LESSONS := $(sort $(wildcard notebooks/[0-9][0-9]_*.py))
+
+# Bring each pair in sync (the newer side wins), e.g. after editing a .py in an editor.
+sync: venv
+	$(BIN)/jupytext --sync $(LESSONS)
+
+# Re-execute every lesson in full (not quick) mode and save the outputs into the .ipynb files.
+# Takes a while on a CPU; one lesson: `make notebooks LESSONS=notebooks/01_forward_noising.py`.
+notebooks: sync
+	@for py in $(LESSONS); do \
+	  nb=$${py%.py}.ipynb; echo "== $$nb"; start=$$(date +%s); \
+	  env -u DITLIB_QUICK $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+	    --ExecutePreprocessor.timeout=-1 --ExecutePreprocessor.kernel_name=python3 "$$nb" || exit 1; \
+	  echo "   $$(( $$(date +%s) - start )) s"; \
+	done
+	$(BIN)/jupytext --sync $(LESSONS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 def _cmd_configs(args) -> int:
     from .configs import TRAIN_CONFIGS
-    from .flops import gflops
+    from .flops import PAPER_BLOCK_GFLOPS, block_design_table, gflops
     from .models import DiT_models, PAPER_CONFIGS, build_model
 
     def params_and_gflops(name, **kwargs):
@@ -24,7 +24,8 @@ def _cmd_configs(args) -> int:
     for name, cfg in TRAIN_CONFIGS.items():
         params, gf = params_and_gflops(cfg.model, **cfg.model_kwargs())
         tokens = (cfg.image_size // int(cfg.model.rsplit("/", 1)[1])) ** 2
-        print(f"  {name:<20} {cfg.model:<14} {tokens:>6} {params / 1e6:>9.2f}M {gf:>8.3f}  {cfg.notes}")
+        notes = cfg.notes if cfg.block == "adaLN-Zero" else f"[{cfg.block} blocks] {cfg.notes}"
+        print(f"  {name:<20} {cfg.model:<14} {tokens:>6} {params / 1e6:>9.2f}M {gf:>8.3f}  {notes}")
     print("\nModel registry (ditlib.models.DiT_models), paper configs at ImageNet 256 (32×32×4 latents, 1000 classes)")
     print(f"  {'name':<14} {'params':>10} {'Gflops':>8}")
     for name in DiT_models:
@@ -36,6 +37,12 @@ def _cmd_configs(args) -> int:
         if name not in PAPER_CONFIGS:
             params, gf = params_and_gflops(name, input_size=32, in_channels=1, num_classes=10)
             print(f"  {name:<14} {params / 1e6:>9.2f}M {gf:>8.3f}")
+    print("\nBlock designs (§3.2, Figure 5; DiT(block=...)): DiT-XL/2 at ImageNet 256, and DiT-T/4 on Fashion-MNIST")
+    print(f"  {'block':<16} {'XL/2 params':>11} {'Gflops':>8} {'(paper)':>8}   {'T/4 params':>10} {'Gflops':>8}")
+    course = block_design_table("DiT-T/4", input_size=32, in_channels=1, num_classes=10)
+    for (design, params, gf), (_, t_params, t_gf) in zip(block_design_table("DiT-XL/2"), course):
+        print(f"  {design:<16} {params / 1e6:>10.2f}M {gf:>8.2f} {PAPER_BLOCK_GFLOPS[design]:>8.1f}   "
+              f"{t_params / 1e6:>9.2f}M {t_gf:>8.3f}")
     return 0
 
 
@@ -58,30 +65,20 @@ def _cmd_train(args) -> int:
 def _cmd_sample(args) -> int:
     import torch
 
-    from .checkpoints import load_model
     from .runtime import default_device
-    from .sample import sample_images, save_grid, save_npz
+    from .sample import Pretrained, save_grid, save_npz
 
-    device = default_device(args.device)
-    model, meta = load_model(args.ckpt, which=args.weights, device=device)
-    train_cfg = meta.get("train_config", {})
+    pretrained = Pretrained.load(args.ckpt, device=default_device(args.device), which=args.weights)
+    model, train_cfg = pretrained.model, pretrained.train_config
     classes = args.classes if args.classes else list(range(model.num_classes))
     labels = torch.tensor([c for c in classes for _ in range(args.per_class)])
     steps = args.num_sampling_steps or train_cfg.get("sample_steps", 250)
     cfg_scale = args.cfg_scale if args.cfg_scale is not None else train_cfg.get("sample_cfg_scale", 1.0)
-    codec = None
-    if train_cfg.get("vae"):                     # a latent model: sample latents, then decode them (§3.1)
-        from .vae import load_vae
-        codec = load_vae(train_cfg["vae"], device=device)
     start = time.perf_counter()
-    images = sample_images(model, labels, num_sampling_steps=steps, sampler=args.sampler, cfg_scale=cfg_scale,
-                           seed=args.seed, guided_channels=args.guided_channels,
-                           noise_schedule=train_cfg.get("noise_schedule", "linear"),
-                           diffusion_steps=train_cfg.get("diffusion_steps", 1000),
-                           clip_denoised=codec is None and not args.no_clip, precision=args.precision)
-    if codec is not None:
-        with torch.no_grad():
-            images = codec.decode(images)
+    # A latent model samples latents, then the VAE decodes them (§3.1); pixels are clipped at each step.
+    images = pretrained.sample(labels, num_sampling_steps=steps, sampler=args.sampler, cfg_scale=cfg_scale,
+                               seed=args.seed, guided_channels=args.guided_channels,
+                               clip_denoised=pretrained.codec is None and not args.no_clip, precision=args.precision)
     elapsed = time.perf_counter() - start
     out = Path(args.out)
     if out.suffix == ".npz":

@@ -19,6 +19,7 @@ class TrainConfig:
     """
     name: str
     model: str                          # a key of ditlib.models.DiT_models
+    block: str = "adaLN-Zero"           # conditioning design (§3.2): one of ditlib.models.BLOCK_DESIGNS
     dataset: str = "fashion-mnist"      # "fashion-mnist" or a path to an image folder (one sub-folder per class)
     vae: str | None = None              # latent diffusion (§3.1): a VAE name/path for ditlib.vae.load_vae; None = pixels
     image_size: int = 32                # model input size (pixels, or latent size for latent configs)
@@ -64,7 +65,7 @@ class TrainConfig:
     def model_kwargs(self) -> dict:
         """Arguments for `DiT_models[self.model](**...)`."""
         return dict(input_size=self.image_size, in_channels=self.in_channels, num_classes=self.num_classes,
-                    class_dropout_prob=self.class_dropout_prob, learn_sigma=self.learn_sigma)
+                    class_dropout_prob=self.class_dropout_prob, learn_sigma=self.learn_sigma, block=self.block)
 
 
 DEFAULT_CONFIG = "fmnist-DiT-T/4"

@@ -214,6 +214,15 @@ class FashionMNIST(Dataset):
         """
         return _to_unit_range(self.images[indices]), self.labels[indices]
 
+    def examples(self, per_class: int = 1, classes=None) -> tuple:
+        """The first `per_class` images of each class (all classes by default), class by class.
+
+        Deterministic, so lessons show the same pictures on every run. Returns (x (N, 1, 32, 32), y (N,)).
+        """
+        classes = range(self.num_classes) if classes is None else classes
+        picks = [torch.nonzero(self.labels == c).flatten()[:per_class] for c in classes]
+        return self.get_batch(torch.cat(picks))
+
 
 # ---------------------------------------------------------------------------
 # Folders of images (ImageNet-style), cropped as in ADM / DiT

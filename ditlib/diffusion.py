@@ -325,12 +325,24 @@ class GaussianDiffusion:
     def p_sample_loop(self, model, shape, noise=None, clip_denoised=True, denoised_fn=None, model_kwargs=None,
                       device=None, progress=False, generator: torch.Generator | None = None) -> torch.Tensor:
         """Ancestral (DDPM) sampling from x_T ~ N(0, I) down to x_0. `generator` makes it deterministic."""
+        img = None
+        for out in self.p_sample_loop_progressive(model, shape, noise, clip_denoised, denoised_fn, model_kwargs,
+                                                  device, progress, generator):
+            img = out["sample"]
+        return img
+
+    @torch.no_grad()
+    def p_sample_loop_progressive(self, model, shape, noise=None, clip_denoised=True, denoised_fn=None,
+                                  model_kwargs=None, device=None, progress=False,
+                                  generator: torch.Generator | None = None):
+        """The DDPM loop one step at a time: yields {"sample": x_{t−1}, "pred_xstart": x̂_0, "t": t} for t = T−1 … 0."""
         device = device or torch.device("cpu")
         img = self._initial_noise(shape, noise, device, generator)
         for i in self._indices(progress, "DDPM sampling"):
             t = torch.full((shape[0],), i, device=img.device, dtype=torch.long)
-            img = self.p_sample(model, img, t, clip_denoised, denoised_fn, model_kwargs, generator)["sample"]
-        return img
+            out = self.p_sample(model, img, t, clip_denoised, denoised_fn, model_kwargs, generator)
+            img = out["sample"]
+            yield {**out, "t": i}
 
     def ddim_sample(self, model, x, t, clip_denoised=True, denoised_fn=None, model_kwargs=None, eta=0.0, generator=None) -> dict:
         """One DDIM step (Song et al., 2021, Eq. 12); eta = 0 is deterministic, eta = 1 is DDPM-like."""

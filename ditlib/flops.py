@@ -26,6 +26,19 @@ pair of per-token, per-channel operations per block (e.g. the two α-gate produc
 to the LayerNorms. `include_norms=False` gives the pure matmul/conv count, which is exactly what
 `torch.utils.flop_counter` measures (`measured_gflops`).
 
+The four block designs of §3.2 (Figure 5) under the same convention, with T image tokens:
+
+* adaLN-Zero: as above (Table 4);
+* adaLN: the regression MLP outputs (β, γ) × 2, so D·4D per block instead of D·6D;
+* in-context: no regression MLPs; the blocks see T + 2 tokens (t and y appended), the final layer
+  only the T image tokens, and its LayerNorm is a standard one (no D·2D regression);
+* cross-attention: no regression MLPs; each block adds a third LayerNorm (T·D) and a cross-attention
+  over the 2 conditioning tokens: query and output projections 2·T·D², key/value projections of the
+  2 tokens 2·2·D², and the two attention matmuls 2·(T·2·D). Final LayerNorm standard, as in-context.
+LayerNorms with learned affine parameters (in-context, cross-attention) are counted like the others,
+one flop per element. For DiT-XL/2 this gives 119.37 / 137.63 / 118.56 / 118.64 Gflops for
+in-context / cross-attention / adaLN / adaLN-Zero, the paper's 119.4 / 137.6 / 118.6 / 118.6.
+
 Units: flop counts are integers (multiply-adds); `gflops` returns them divided by 1e9.
 """
 from __future__ import annotations
@@ -34,7 +47,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from .models import DiT, DiT_models, build_model
+from .models import ADAPTIVE_BLOCKS, BLOCK_DESIGNS, DiT, DiT_models, build_model
 
 # Table 4 of Peebles & Xie (arXiv 2212.09748): Gflops of one forward pass at 256×256
 # (latent 32×32×4, learn_sigma, 1000 classes), adaLN-Zero blocks.
@@ -58,8 +71,8 @@ PAPER_GFLOPS = {
 # overhead"; adaLN "adds the least Gflops". adaLN-Zero is the Table 4 DiT-XL/2 model (118.64).
 # The other three values are NOT confirmed from the paper text in the stored corpora: they are
 # the project's recollection. Our convention (above) applied to each design gives in-context
-# 119.37 (two extra tokens, no adaLN), cross-attention 137.63, adaLN 118.56, adaLN-Zero 118.64,
-# consistent with them. Re-check against the PDF before relying on them.
+# 119.37 (two extra tokens, no adaLN), cross-attention 137.63 (+16.0% over adaLN-Zero),
+# adaLN 118.56, adaLN-Zero 118.64, consistent with them. Re-check against the PDF before relying on them.
 PAPER_BLOCK_GFLOPS = {
     "in-context": 119.4,
     "cross-attention": 137.6,
@@ -68,6 +81,7 @@ PAPER_BLOCK_GFLOPS = {
 }
 
 TIMESTEP_FREQUENCY_DIM = 256  # sinusoid width fed to the timestep MLP (models.TimestepEmbedder)
+CONDITIONING_TOKENS = 2       # in-context and cross-attention see t and y as two tokens (§3.2)
 
 
 def _as_model(model_or_name: DiT | str, input_size: int | None, in_channels: int | None, **model_kwargs) -> DiT:
@@ -92,25 +106,37 @@ def flop_breakdown(model_or_name: DiT | str, input_size: int | None = None, in_c
     """Flops (multiply-adds) of one batch-1 forward pass, per part, in the order of the forward.
 
     `model_or_name`: a `DiT`, or a registry name ('DiT-XL/2', 'DiT-T/4', ...) built with the
-    paper's defaults (input_size 32, in_channels 4, learn_sigma, 1000 classes) unless overridden
-    by `input_size`, `in_channels` or other `DiT` keyword arguments (`learn_sigma=False`, ...).
+    paper's defaults (input_size 32, in_channels 4, learn_sigma, 1000 classes, adaLN-Zero) unless
+    overridden by `input_size`, `in_channels` or other `DiT` keyword arguments (`learn_sigma=False`,
+    `block='cross-attention'`, ...). A built model is counted with its own block design.
+    Every design has the same keys (0 where a part is absent), so designs compare row by row.
     See the module docstring for what counts; `include_norms=False` drops the LayerNorm term.
     """
     model = _as_model(model_or_name, input_size, in_channels, **model_kwargs)
-    T = model.x_embedder.num_patches                                   # tokens, (I/p)²
+    T = model.x_embedder.num_patches                                   # image tokens, (I/p)²
     D, depth, p = model.hidden_size, model.depth, model.patch_size
     mlp_hidden = int(D * model.mlp_ratio)
+    design = model.block
+    S = T + CONDITIONING_TOKENS if design == "in-context" else T      # tokens through the blocks
+    L = CONDITIONING_TOKENS                                            # cross-attention context length
+    block_modulation = {"adaLN": 4, "adaLN-Zero": 6}.get(design, 0)   # vectors regressed per block
+    final_modulation = 2 if design in ADAPTIVE_BLOCKS else 0           # final layer's (β, γ)
+    norms_per_block = 3 if design == "cross-attention" else 2
     counts = {
         "patchify": T * (model.in_channels * p * p) * D,               # conv = Linear(C·p², D) per token
         "timestep_mlp": TIMESTEP_FREQUENCY_DIM * D + D * D,             # on one vector
-        "adaLN_modulation": depth * D * 6 * D + D * 2 * D,             # blocks' (β,γ,α)×2 and final (β,γ)
-        "attention_projections": depth * (T * D * 3 * D + T * D * D),  # qkv and output projection
-        "attention_matmuls": depth * 2 * T * T * D,                    # q·kᵀ and attn·v, all heads
-        "mlp": depth * 2 * T * D * mlp_hidden,                         # fc1 and fc2
+        "adaLN_modulation": depth * D * block_modulation * D + D * final_modulation * D,   # on one vector
+        "attention_projections": depth * (S * D * 3 * D + S * D * D),  # qkv and output projection
+        "attention_matmuls": depth * 2 * S * S * D,                    # q·kᵀ and attn·v, all heads
+        "cross_attention": (depth * (2 * T * D * D                     # q and output projections
+                                     + L * D * 2 * D                   # k, v of the conditioning tokens
+                                     + 2 * T * L * D)                  # q·kᵀ and attn·v
+                            if design == "cross-attention" else 0),
+        "mlp": depth * 2 * S * D * mlp_hidden,                         # fc1 and fc2
         "final_linear": T * D * p * p * model.out_channels,            # token -> p·p·C_out
     }
     if include_norms:
-        counts["layer_norms"] = (2 * depth + 1) * T * D                # 1 flop per normalised element
+        counts["layer_norms"] = (norms_per_block * depth * S + T) * D  # 1 flop per normalised element
     return counts
 
 
@@ -119,7 +145,8 @@ def gflops(model_or_name: DiT | str, input_size: int | None = None, in_channels:
     """Gflops of one batch-1 forward pass by the paper's convention (§4, Table 4): MACs / 1e9.
 
     Reproduces Table 4 for the twelve paper configs to within 0.0064 Gflops, e.g.
-    `gflops('DiT-XL/2')` ≈ 118.64. Arguments as in `flop_breakdown`.
+    `gflops('DiT-XL/2')` ≈ 118.64, and the block designs of §3.2, e.g.
+    `gflops('DiT-XL/2', block='cross-attention')` ≈ 137.63. Arguments as in `flop_breakdown`.
     """
     return sum(flop_breakdown(model_or_name, input_size, in_channels,
                               include_norms=include_norms, **model_kwargs).values()) / 1e9
@@ -166,4 +193,17 @@ def gflops_table(names: list[str] | None = None, input_size: int | None = None, 
     for name in (list(DiT_models) if names is None else names):
         model = _as_model(name, input_size, in_channels, **model_kwargs)
         rows.append((name, num_params(model), gflops(model)))
+    return rows
+
+
+def block_design_table(name: str = "DiT-XL/2", input_size: int | None = None, in_channels: int | None = None,
+                       **model_kwargs) -> list[tuple[str, int, float]]:
+    """Rows (block design, params, gflops) of one config built with each design of §3.2 (Figure 5).
+
+    Defaults to DiT-XL/2 at ImageNet 256, the model of the paper's comparison (`PAPER_BLOCK_GFLOPS`).
+    """
+    rows = []
+    for design in BLOCK_DESIGNS:
+        model = _as_model(name, input_size, in_channels, block=design, **model_kwargs)
+        rows.append((design, num_params(model), gflops(model)))
     return rows

@@ -3,15 +3,16 @@
 Read it top to bottom in the order the paper introduces the pieces:
 
 1. embedding layers   – patchify (§3.2 "Patchify"), timestep and class-label embeddings (§3.2 "DiT block design");
-2. the DiT block      – adaLN-Zero conditioning (§3.2, Figure 3 right);
-3. the final layer    – adaLN, linear decoder to ε and Σ, unpatchify (§3.2 "Transformer decoder");
+2. the DiT blocks     – the four conditioning designs of §3.2 (Figure 3): in-context, cross-attention,
+                        adaLN and adaLN-Zero (the default, Figure 3 right);
+3. the final layer    – (adaptive) LayerNorm, linear decoder to ε and Σ, unpatchify (§3.2 "Transformer decoder");
 4. positional embeddings – the fixed 2-D sin-cos table of ViT/MAE;
 5. configurations     – the paper's twelve (Table 1 × patch 2/4/8) and the course's small ones.
 
 The model knows nothing about the diffusion process: it maps (x_t, t, y) to a tensor with
 `in_channels` (ε) or `2 * in_channels` (ε and the Σ interpolation values) channels.
-The `state_dict` uses the key names and shapes of the official checkpoints
-(`DiT-XL-2-256x256.pt`), so they load with `strict=True` and compute the same function.
+With the default `block="adaLN-Zero"` the `state_dict` uses the key names and shapes of the official
+checkpoints (`DiT-XL-2-256x256.pt`), so they load with `strict=True` and compute the same function.
 """
 from __future__ import annotations
 
@@ -133,6 +134,29 @@ class Attention(nn.Module):
         return self.proj(x.transpose(1, 2).reshape(B, T, D))                   # (B, T, D)
 
 
+class CrossAttention(nn.Module):
+    """Multi-head cross-attention: queries from the image tokens, keys and values from a context sequence.
+
+    x: (B, T, D) tokens; context: (B, S, D) (S = 2 here: [t_emb, y_emb]). Returns (B, T, D).
+    """
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim, bias=True)
+        self.kv = nn.Linear(dim, dim * 2, bias=True)
+        self.proj = nn.Linear(dim, dim, bias=True)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        B, T, D = x.shape
+        S, hs = context.shape[1], D // self.num_heads
+        q = self.q(x).reshape(B, T, self.num_heads, hs).transpose(1, 2)            # (B, nh, T, hs)
+        kv = self.kv(context).reshape(B, S, 2, self.num_heads, hs)
+        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)                                 # each (B, nh, S, hs)
+        x = F.scaled_dot_product_attention(q, k, v)                                # (B, nh, T, hs)
+        return self.proj(x.transpose(1, 2).reshape(B, T, D))                       # (B, T, D)
+
+
 class Mlp(nn.Module):
     """Pointwise feed-forward: Linear -> GELU (tanh approximation, as the official DiT) -> Linear."""
 
@@ -146,13 +170,85 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+# The four block designs of §3.2 (Figure 3), in the paper's order. They share the constructor
+# (hidden_size, num_heads, mlp_ratio) and differ only in how the conditioning (t, y) enters.
+
+class InContextBlock(nn.Module):
+    """In-context conditioning (§3.2): a standard pre-norm ViT block, used without modification.
+
+    The conditioning is not an argument: `DiT` appends t_emb and y_emb to the sequence as two extra
+    tokens (like ViT's cls token) and every block treats them like image tokens.
+    x: (N, T + 2, D) -> (N, T + 2, D).
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(hidden_size, eps=1e-6)
+        self.attn = Attention(hidden_size, num_heads)
+        self.norm2 = nn.LayerNorm(hidden_size, eps=1e-6)
+        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        x = x + self.mlp(self.norm2(x))
+        return x                                                               # (N, T+2, D)
+
+
+class CrossAttentionBlock(nn.Module):
+    """Cross-attention conditioning (§3.2): self-attention, then cross-attention to [t_emb, y_emb], then MLP.
+
+    Each of the three layers is a pre-norm residual branch (as in Vaswani et al.'s decoder and LDM's
+    class conditioning). The cross-attention adds ~15% Gflops to DiT-XL/2 (§3.2; `ditlib.flops`).
+    x: (N, T, D), context: (N, 2, D) -> (N, T, D).
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(hidden_size, eps=1e-6)
+        self.attn = Attention(hidden_size, num_heads)
+        self.norm2 = nn.LayerNorm(hidden_size, eps=1e-6)
+        self.cross_attn = CrossAttention(hidden_size, num_heads)
+        self.norm3 = nn.LayerNorm(hidden_size, eps=1e-6)
+        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        x = x + self.cross_attn(self.norm2(x), context)
+        x = x + self.mlp(self.norm3(x))
+        return x                                                               # (N, T, D)
+
+
+class AdaLNBlock(nn.Module):
+    """Adaptive layer norm (adaLN) conditioning (§3.2).
+
+    The LayerNorms have no learned affine parameters; instead an MLP regresses their shift and scale
+    from c = t_emb + y_emb: (β1, γ1) for the attention branch, (β2, γ2) for the MLP branch. No gates,
+    and standard (Xavier) initialisation, so unlike adaLN-Zero the block is not the identity at init.
+    The same (β, γ) apply to every token. x: (N, T, D), c: (N, D) -> (N, T, D).
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(hidden_size, num_heads)
+        self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 4 * hidden_size, bias=True))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift_msa, scale_msa, shift_mlp, scale_mlp = self.adaLN_modulation(c).chunk(4, dim=1)   # each (N, D)
+        x = x + self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
+        x = x + self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        return x                                                               # (N, T, D)
+
+
 class DiTBlock(nn.Module):
-    """The adaLN-Zero DiT block (§3.2, Figure 3 right).
+    """The adaLN-Zero DiT block (§3.2, Figure 3 right), the paper's choice and our default.
 
     From c = t_emb + y_emb an MLP regresses six vectors: (β1, γ1, α1) for the attention branch and
     (β2, γ2, α2) for the MLP branch. Each branch is LayerNorm -> modulate(β, γ) -> layer -> ×α ->
     residual. The regression layer is zero-initialised (see `DiT.initialize_weights`), so α = 0 and
-    the block is the identity at initialisation.
+    the block is the identity at initialisation. x: (N, T, D), c: (N, D) -> (N, T, D).
     """
 
     def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0):
@@ -170,18 +266,39 @@ class DiTBlock(nn.Module):
         return x                                                               # (N, T, D)
 
 
+BLOCKS = {
+    "in-context": InContextBlock,
+    "cross-attention": CrossAttentionBlock,
+    "adaLN": AdaLNBlock,
+    "adaLN-Zero": DiTBlock,
+}
+BLOCK_DESIGNS = tuple(BLOCKS)       # the `block=` choices of `DiT`, in the paper's order
+ADAPTIVE_BLOCKS = ("adaLN", "adaLN-Zero")   # designs that condition through c = t_emb + y_emb
+
+
 class FinalLayer(nn.Module):
-    """Transformer decoder (§3.2): adaLN, then a linear map of each token to p·p·out_channels values."""
+    """Transformer decoder (§3.2): the final LayerNorm ("adaptive if using adaLN"), then a linear map
+    of each token to p·p·out_channels values.
 
-    def __init__(self, hidden_size: int, patch_size: int, out_channels: int):
+    `adaptive=True` (adaLN, adaLN-Zero): the norm's shift and scale are regressed from c, as in the blocks.
+    `adaptive=False` (in-context, cross-attention): a standard LayerNorm with learned affine parameters.
+    x: (N, T, D), c: (N, D) or None -> (N, T, p*p*C_out).
+    """
+
+    def __init__(self, hidden_size: int, patch_size: int, out_channels: int, adaptive: bool = True):
         super().__init__()
-        self.norm_final = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.adaptive = adaptive
+        self.norm_final = nn.LayerNorm(hidden_size, elementwise_affine=not adaptive, eps=1e-6)
         self.linear = nn.Linear(hidden_size, patch_size * patch_size * out_channels, bias=True)
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size, bias=True))
+        if adaptive:
+            self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size, bias=True))
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
-        return self.linear(modulate(self.norm_final(x), shift, scale))        # (N, T, p*p*C_out)
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.norm_final(x)                                                 # (N, T, D)
+        if self.adaptive:
+            shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
+            x = modulate(x, shift, scale)
+        return self.linear(x)                                                  # (N, T, p*p*C_out)
 
 
 class DiT(nn.Module):
@@ -195,6 +312,14 @@ class DiT(nn.Module):
         class_dropout_prob: probability of replacing a label by the null class in training (CFG).
         num_classes: number of real classes; the null class is `num_classes`.
         learn_sigma: output 2·C channels (ε and the Σ interpolation v, Nichol & Dhariwal) instead of C.
+        block: the conditioning design of §3.2, one of `BLOCK_DESIGNS`:
+            "in-context"      – t_emb and y_emb appended as two extra tokens, standard ViT blocks;
+            "cross-attention" – blocks cross-attend to the length-2 sequence [t_emb, y_emb];
+            "adaLN"           – LayerNorm shift/scale regressed from c = t_emb + y_emb;
+            "adaLN-Zero"      – adaLN plus residual gates α, zero-initialised (the paper's DiT; default).
+            Everything else (patchify, positional table, t/y embedders, decoder, unpatchify) is shared.
+            The final LayerNorm is adaptive for the two adaLN designs and a standard LayerNorm for the
+            other two ("adaptive if using adaLN", §3.2 "Transformer decoder").
     """
 
     def __init__(
@@ -209,8 +334,11 @@ class DiT(nn.Module):
         class_dropout_prob: float = 0.1,
         num_classes: int = 1000,
         learn_sigma: bool = True,
+        block: str = "adaLN-Zero",
     ):
         super().__init__()
+        if block not in BLOCKS:
+            raise ValueError(f"unknown block design {block!r}; choose one of: {', '.join(BLOCK_DESIGNS)} (§3.2)")
         if input_size % patch_size != 0:
             raise ValueError(f"patch_size={patch_size} does not divide input_size={input_size}: "
                              f"choose a patch size among {[p for p in (1, 2, 4, 8, 16) if input_size % p == 0]}")
@@ -229,6 +357,7 @@ class DiT(nn.Module):
         self.num_classes = num_classes
         self.class_dropout_prob = class_dropout_prob
         self.learn_sigma = learn_sigma
+        self.block = block
 
         self.x_embedder = PatchEmbed(input_size, patch_size, in_channels, hidden_size)
         self.t_embedder = TimestepEmbedder(hidden_size)
@@ -236,8 +365,8 @@ class DiT(nn.Module):
         num_patches = self.x_embedder.num_patches
         # Fixed sin-cos table, stored (not learned) so that checkpoints carry it, as in the official code.
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, hidden_size), requires_grad=False)
-        self.blocks = nn.ModuleList([DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth)])
-        self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels)
+        self.blocks = nn.ModuleList([BLOCKS[block](hidden_size, num_heads, mlp_ratio) for _ in range(depth)])
+        self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels, adaptive=block in ADAPTIVE_BLOCKS)
         self.initialize_weights()
 
     def config(self) -> dict:
@@ -245,13 +374,14 @@ class DiT(nn.Module):
         return dict(input_size=self.input_size, patch_size=self.patch_size, in_channels=self.in_channels,
                     hidden_size=self.hidden_size, depth=self.depth, num_heads=self.num_heads,
                     mlp_ratio=self.mlp_ratio, class_dropout_prob=self.class_dropout_prob,
-                    num_classes=self.num_classes, learn_sigma=self.learn_sigma)
+                    num_classes=self.num_classes, learn_sigma=self.learn_sigma, block=self.block)
 
     def initialize_weights(self) -> None:
-        """Initialisation of §3.2: ViT-style Xavier everywhere, then adaLN-Zero's zeros.
+        """Initialisation of §3.2: ViT-style Xavier everywhere, then (adaLN-Zero only) zeros.
 
         The zeros are the point of adaLN-Zero: every block's modulation regressor and the final
         layer start at zero, so each block computes the identity and the model outputs 0.
+        The other three designs keep the standard initialisation (LayerNorm affine weights 1, biases 0).
         """
         def _basic_init(module):
             if isinstance(module, nn.Linear):
@@ -271,14 +401,14 @@ class DiT(nn.Module):
         nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
 
-        # adaLN-Zero: zero the modulation regressors and the output layer.
-        for block in self.blocks:
-            nn.init.zeros_(block.adaLN_modulation[-1].weight)
-            nn.init.zeros_(block.adaLN_modulation[-1].bias)
-        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].weight)
-        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].bias)
-        nn.init.zeros_(self.final_layer.linear.weight)
-        nn.init.zeros_(self.final_layer.linear.bias)
+        if self.block == "adaLN-Zero":      # zero the modulation regressors (α = 0) and the output layer
+            for block in self.blocks:
+                nn.init.zeros_(block.adaLN_modulation[-1].weight)
+                nn.init.zeros_(block.adaLN_modulation[-1].bias)
+            nn.init.zeros_(self.final_layer.adaLN_modulation[-1].weight)
+            nn.init.zeros_(self.final_layer.adaLN_modulation[-1].bias)
+            nn.init.zeros_(self.final_layer.linear.weight)
+            nn.init.zeros_(self.final_layer.linear.bias)
 
     def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
         """(N, T, p·p·C) -> (N, C, I, I), the inverse of patchify's token order (row-major over the grid)."""
@@ -313,10 +443,24 @@ class DiT(nn.Module):
         # Keep the residual stream in the patch embedding's dtype (bf16 under autocast): adding the
         # fp32 table would silently promote every later add, modulate and LayerNorm to fp32.
         x = x + self.pos_embed.to(x.dtype)                                     # (N, T, D)
-        c = (self.t_embedder(t) + self.y_embedder(y, self.training)).to(x.dtype)   # (N, D)
-        for block in self.blocks:
-            x = block(x, c)                                                    # (N, T, D)
-        x = self.final_layer(x, c)                                             # (N, T, p*p*C_out)
+        t_emb, y_emb = self.t_embedder(t), self.y_embedder(y, self.training)   # each (N, D)
+
+        if self.block == "in-context":                 # two extra tokens, removed after the last block
+            cond_tokens = torch.stack([t_emb, y_emb], dim=1).to(x.dtype)       # (N, 2, D)
+            x = torch.cat([x, cond_tokens], dim=1)                             # (N, T+2, D)
+            for block in self.blocks:
+                x = block(x)                                                   # (N, T+2, D)
+            x = self.final_layer(x[:, :-2])                                    # (N, T, p*p*C_out)
+        elif self.block == "cross-attention":          # a separate length-2 sequence to attend to
+            context = torch.stack([t_emb, y_emb], dim=1).to(x.dtype)           # (N, 2, D)
+            for block in self.blocks:
+                x = block(x, context)                                          # (N, T, D)
+            x = self.final_layer(x)                                            # (N, T, p*p*C_out)
+        else:                                          # adaLN, adaLN-Zero: one vector c per image
+            c = (t_emb + y_emb).to(x.dtype)                                    # (N, D)
+            for block in self.blocks:
+                x = block(x, c)                                                # (N, T, D)
+            x = self.final_layer(x, c)                                         # (N, T, p*p*C_out)
         return self.unpatchify(x)                                              # (N, C_out, I, I)
 
     def forward_with_cfg(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, cfg_scale: float,
@@ -403,7 +547,10 @@ PAPER_CONFIGS = [f"DiT-{s}/{p}" for s in PAPER_SIZES for p in (2, 4, 8)]
 
 
 def build_model(name: str, **kwargs) -> DiT:
-    """Build a registered config by name, e.g. `build_model('DiT-XL/2', input_size=32, num_classes=1000)`."""
+    """Build a registered config by name, e.g. `build_model('DiT-XL/2', input_size=32, num_classes=1000)`.
+
+    Any `DiT` keyword other than the size fixes the name, e.g. `block='cross-attention'` (§3.2).
+    """
     if name not in DiT_models:
         raise KeyError(f"unknown model config {name!r}; choose one of: {', '.join(DiT_models)}")
     return DiT_models[name](**kwargs)

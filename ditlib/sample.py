@@ -105,3 +105,61 @@ def save_npz(images: torch.Tensor, labels, path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, arr_0=to_uint8(images), labels=np.asarray(torch.as_tensor(labels).cpu()))
     return path
+
+
+SHIPPED_MODELS = ("fmnist-latent-DiT-T-2", "fmnist-DiT-T-4")
+"""Pretrained DiTs in data/checkpoints/, best first (see their .manifest.json for how each was trained)."""
+
+
+class Pretrained:
+    """A trained DiT ready to sample, with the VAE that decodes its latents when it is a latent model (§3.1).
+
+    `Pretrained.load("fmnist-latent-DiT-T-2")` takes a shipped name or a checkpoint path (STEM, STEM.json
+    or STEM.safetensors); `.sample(labels)` returns pixel images (N, C, H, W) in [−1, 1] whatever space the
+    model works in, using the sampling settings stored with the checkpoint unless you override them.
+    """
+
+    def __init__(self, model: DiT, meta: dict, codec=None):
+        self.model, self.meta, self.codec = model, meta, codec
+        self.train_config = meta.get("train_config", {})
+
+    @classmethod
+    def load(cls, name_or_path: str = SHIPPED_MODELS[0], device=None, which: str = "ema") -> "Pretrained":
+        from .checkpoints import load_model
+        from .data import DATA_DIR
+        from .runtime import default_device
+
+        device = default_device(device) if not isinstance(device, torch.device) else device
+        shipped = DATA_DIR / "checkpoints" / str(name_or_path)
+        path = shipped if str(name_or_path) in SHIPPED_MODELS else Path(str(name_or_path)).expanduser()
+        model, meta = load_model(path, which=which, device=device)
+        codec = None
+        vae_name = meta.get("train_config", {}).get("vae")
+        if vae_name:
+            from .vae import load_vae
+            codec = load_vae(vae_name, device=device)
+        return cls(model, meta, codec)
+
+    def __repr__(self) -> str:
+        space = f"latent, decoded by {self.codec!r}" if self.codec is not None else "pixel space"
+        return f"Pretrained({self.train_config.get('name', 'DiT')}, {space})"
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def sample(self, labels, num_sampling_steps: int | None = None, cfg_scale: float | None = None,
+               sampler: str = "ddpm", seed: int = 0, progress: bool = True, **kwargs) -> torch.Tensor:
+        """One image per label, as pixels (N, C, H, W) in [−1, 1]. Other kwargs go to `sample_images`."""
+        cfg = self.train_config
+        samples = sample_images(
+            self.model, labels,
+            num_sampling_steps=num_sampling_steps or cfg.get("sample_steps", 250),
+            cfg_scale=cfg.get("sample_cfg_scale", 1.0) if cfg_scale is None else cfg_scale,
+            sampler=sampler, seed=seed, progress=progress,
+            noise_schedule=cfg.get("noise_schedule", "linear"), diffusion_steps=cfg.get("diffusion_steps", 1000),
+            clip_denoised=kwargs.pop("clip_denoised", self.codec is None), **kwargs)
+        if self.codec is None:
+            return samples
+        with torch.no_grad():
+            return self.codec.decode(samples).clamp(-1, 1)

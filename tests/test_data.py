@@ -340,3 +340,13 @@ def test_stream_refuses_a_dataset_that_flips_by_itself_and_tiny_datasets():
         next(data.infinite_batches(data.FashionMNIST("test", hflip=True), 8))
     with pytest.raises(ValueError, match="smaller than batch_size"):
         next(data.infinite_batches(IndexDataset(3), 4))
+
+
+def test_examples_returns_the_first_images_of_each_requested_class():
+    from ditlib.data import FashionMNIST
+
+    ds = FashionMNIST("test")
+    x, y = ds.examples(per_class=2, classes=[3, 7])
+    assert x.shape == (4, 1, 32, 32) and y.tolist() == [3, 3, 7, 7]
+    first_sevens = torch.nonzero(ds.labels == 7).flatten()[:2]
+    assert torch.equal(x[2:], ds.get_batch(first_sevens)[0])

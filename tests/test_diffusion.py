@@ -268,3 +268,13 @@ def test_gaussian_diffusion_refuses_bad_settings():
         GaussianDiffusion(np.linspace(1e-4, 0.02, 10), model_var_type="learned")
     with pytest.raises(ValueError, match="betas"):
         GaussianDiffusion(np.array([0.0, 0.1]))
+
+
+def test_progressive_loop_yields_every_step_and_ends_where_the_loop_ends():
+    diffusion = create_diffusion("10", learn_sigma=False)
+    model = lambda x, t, **kw: 0.1 * x                                       # noqa: E731  any deterministic ε-model
+    shape = (2, 1, 4, 4)
+    steps = list(diffusion.p_sample_loop_progressive(model, shape, generator=torch.Generator().manual_seed(3)))
+    final = diffusion.p_sample_loop(model, shape, generator=torch.Generator().manual_seed(3))
+    assert [s["t"] for s in steps] == list(range(9, -1, -1))
+    assert torch.equal(steps[-1]["sample"], final)

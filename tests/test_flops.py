@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-from ditlib.flops import PAPER_GFLOPS, flop_breakdown, gflops, gflops_table, measured_gflops, num_params
-from ditlib.models import PAPER_CONFIGS, build_model
+from ditlib.flops import (PAPER_BLOCK_GFLOPS, PAPER_GFLOPS, block_design_table, flop_breakdown, gflops, gflops_table,
+                          measured_gflops, num_params)
+from ditlib.models import BLOCK_DESIGNS, PAPER_CONFIGS, build_model
 
 # Table 4 of Peebles & Xie, typed in from the paper (one forward pass, 256×256, batch 1).
 TABLE_4_GFLOPS = {
@@ -93,3 +94,65 @@ def test_gflops_table_lists_every_config_with_params_and_gflops():
     assert by_name["DiT-XL/2"][1] == pytest.approx(118.64, abs=0.02)
     assert by_name["DiT-XL/2"][0] == 675_129_632          # the paper's "675M"
     assert by_name["DiT-S/2"][0] < by_name["DiT-B/2"][0] < by_name["DiT-L/2"][0] < by_name["DiT-XL/2"][0]
+
+
+# §3.2 / Figure 5 of the paper: DiT-XL/2 Gflops per block design (see PAPER_BLOCK_GFLOPS for provenance).
+FIGURE_5_GFLOPS = {"in-context": 119.4, "cross-attention": 137.6, "adaLN": 118.6, "adaLN-Zero": 118.6}
+
+
+@pytest.mark.parametrize("design", BLOCK_DESIGNS)
+def test_gflops_of_each_block_design_reproduce_the_paper(design):
+    assert gflops("DiT-XL/2", block=design) == pytest.approx(FIGURE_5_GFLOPS[design], rel=0.005)
+
+
+def test_paper_block_gflops_constant_covers_the_four_designs():
+    assert tuple(PAPER_BLOCK_GFLOPS) == BLOCK_DESIGNS
+    assert PAPER_BLOCK_GFLOPS == FIGURE_5_GFLOPS
+
+
+def test_cross_attention_costs_about_15_percent_more_and_adaln_the_least():
+    by_design = {design: flops for design, _, flops in block_design_table("DiT-XL/2")}
+    assert by_design["cross-attention"] / by_design["adaLN-Zero"] == pytest.approx(1.15, abs=0.02)
+    assert min(by_design, key=by_design.get) == "adaLN"
+
+
+@pytest.mark.parametrize("design", BLOCK_DESIGNS)
+@pytest.mark.parametrize("name, kwargs", [
+    ("DiT-debug/2", dict(input_size=16, in_channels=1, num_classes=10)),
+    ("DiT-debug/4", dict(input_size=32, in_channels=4, num_classes=10, learn_sigma=False)),
+])
+def test_analytic_matmul_count_equals_torch_flop_counter_for_every_design(design, name, kwargs):
+    torch.manual_seed(0)
+    model = build_model(name, block=design, **kwargs)
+    assert gflops(model, include_norms=False) == pytest.approx(measured_gflops(model), rel=1e-12, abs=0)
+
+
+def test_layer_norm_terms_follow_each_designs_token_and_norm_counts():
+    tokens, width, depth = (16 // 4) ** 2, 32, 2
+    expected = {                                             # blocks' norms, then the final norm on T tokens
+        "in-context": (2 * depth * (tokens + 2) + tokens) * width,
+        "cross-attention": (3 * depth * tokens + tokens) * width,
+        "adaLN": (2 * depth * tokens + tokens) * width,
+        "adaLN-Zero": (2 * depth * tokens + tokens) * width,
+    }
+    for design in BLOCK_DESIGNS:
+        counts = flop_breakdown("DiT-debug/4", input_size=16, in_channels=1, num_classes=10, block=design)
+        assert counts["layer_norms"] == expected[design], design
+
+
+def test_every_design_has_the_same_breakdown_parts_and_a_model_is_counted_with_its_own_design():
+    kwargs = dict(input_size=16, in_channels=1, num_classes=10)
+    parts = {design: flop_breakdown("DiT-debug/4", block=design, **kwargs) for design in BLOCK_DESIGNS}
+    assert len({tuple(counts) for counts in parts.values()}) == 1
+    assert [d for d in BLOCK_DESIGNS if parts[d]["cross_attention"]] == ["cross-attention"]
+    assert [d for d in BLOCK_DESIGNS if parts[d]["adaLN_modulation"]] == ["adaLN", "adaLN-Zero"]
+    model = build_model("DiT-debug/4", block="in-context", **kwargs)
+    assert flop_breakdown(model) == parts["in-context"]
+
+
+def test_block_design_table_lists_params_and_gflops_of_each_design():
+    rows = block_design_table("DiT-XL/2")
+    assert [design for design, _, _ in rows] == list(BLOCK_DESIGNS)
+    params = {design: n for design, n, _ in rows}
+    assert params["adaLN-Zero"] == 675_129_632
+    assert params["in-context"] < params["cross-attention"] < params["adaLN"] < params["adaLN-Zero"]

@@ -243,3 +243,11 @@ def test_course_default_model_has_about_4_million_parameters():
     n = sum(p.numel() for p in model.parameters())
     assert 4.0e6 < n < 4.4e6
     assert math.isclose(model.x_embedder.num_patches, 64)
+
+
+def test_registry_constructors_accept_a_block_design_and_config_rebuilds_it():
+    for design in ("in-context", "cross-attention", "adaLN", "adaLN-Zero"):
+        model = build_model("DiT-debug/4", input_size=16, in_channels=1, num_classes=10, block=design)
+        rebuilt = DiT(**model.config())
+        assert rebuilt.block == design
+        assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}

@@ -1,0 +1,227 @@
+"""Plots and widgets the lessons share: image grids, noising strips, schedule curves, patch grids, sliders.
+
+Every function takes tensors in the course's conventions (images (N, C, H, W) in [-1, 1]) and returns
+the matplotlib Figure (or the ipywidgets object) so a notebook cell stays one line. Nothing here
+computes diffusion quantities itself: the numbers come from `ditlib.diffusion`, `ditlib.models` and
+`ditlib.flops`, so a plot always shows what the library does.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from .data import FASHION_MNIST_CLASSES
+
+
+def _as_numpy_images(images) -> np.ndarray:
+    """(N, C, H, W) or (C, H, W) tensor/array in [-1, 1] -> (N, H, W, C) float in [0, 1]."""
+    x = images.detach().float().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images, dtype=np.float32)
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4:
+        raise ValueError(f"expected images of shape (N, C, H, W); got {x.shape}")
+    if x.shape[1] not in (1, 3):
+        raise ValueError(f"can only draw 1- or 3-channel images; got {x.shape[1]} channels "
+                         "(decode latents with the VAE first, or pick channels to show)")
+    return np.clip((x.transpose(0, 2, 3, 1) + 1) / 2, 0, 1)
+
+
+def _imshow(ax, image: np.ndarray) -> None:
+    """Draw one (H, W, C) image in [0, 1] without axes."""
+    if image.shape[-1] == 1:
+        ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    else:
+        ax.imshow(image, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def show_images(images, nrow: int | None = None, titles: Sequence[str] | None = None, title: str | None = None,
+                size: float = 1.2):
+    """A grid of images ((N, C, H, W) in [-1, 1]), `nrow` per row, optional per-image titles."""
+    x = _as_numpy_images(images)
+    n = len(x)
+    ncol = nrow or min(n, 10)
+    rows = math.ceil(n / ncol)
+    fig, axes = plt.subplots(rows, ncol, figsize=(size * ncol, size * rows + (0.3 if title else 0)), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i < n:
+            _imshow(ax, x[i])
+            if titles is not None:
+                ax.set_title(str(titles[i]), fontsize=8)
+        else:
+            ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def class_titles(labels) -> list[str]:
+    """Fashion-MNIST class names for integer labels (the null class shows as '∅')."""
+    names = list(FASHION_MNIST_CLASSES)
+    return [names[int(y)] if int(y) < len(names) else "∅" for y in labels]
+
+
+def noising_strip(x_start: torch.Tensor, q_sample: Callable, timesteps: Sequence[int], noise: torch.Tensor | None = None,
+                  seed: int = 0, size: float = 1.1):
+    """Each row one image, each column x_t = q_sample(x_0, t, ε) for t in `timesteps` (one fixed ε per image).
+
+    `q_sample(x_start, t, noise)` is e.g. `diffusion.q_sample`; t is passed as a (N,) long tensor.
+    """
+    if noise is None:
+        noise = torch.randn(x_start.shape, generator=torch.Generator().manual_seed(seed))
+    n, cols = len(x_start), len(timesteps)
+    fig, axes = plt.subplots(n, cols, figsize=(size * cols, size * n + 0.3), squeeze=False)
+    for j, t in enumerate(timesteps):
+        x_t = q_sample(x_start, torch.full((n,), int(t), dtype=torch.long), noise)     # (N, C, H, W)
+        for i, image in enumerate(_as_numpy_images(x_t)):
+            _imshow(axes[i, j], image)
+        axes[0, j].set_title(f"t = {int(t)}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_schedules(alphas_cumprod: Mapping[str, np.ndarray], log_snr: bool = True):
+    """ᾱ_t and SNR(t) = ᾱ_t / (1 − ᾱ_t) for each named schedule, side by side."""
+    fig, (ax_a, ax_s) = plt.subplots(1, 2, figsize=(10, 3.2))
+    for name, abar in alphas_cumprod.items():
+        abar = np.asarray(abar, dtype=np.float64)
+        t = np.arange(len(abar))
+        ax_a.plot(t, abar, label=name)
+        snr = abar / (1 - abar)
+        ax_s.plot(t, np.log10(snr) if log_snr else snr, label=name)
+    ax_a.set(xlabel="t", ylabel="ᾱ_t", title="signal kept: ᾱ_t = ∏ (1 − β_s)")
+    ax_s.set(xlabel="t", ylabel="log₁₀ SNR(t)" if log_snr else "SNR(t)", title="signal-to-noise ratio ᾱ_t / (1 − ᾱ_t)")
+    ax_s.axhline(0, color="gray", lw=0.5)
+    for ax in (ax_a, ax_s):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_curves(curves: Mapping[str, Sequence[float]], x=None, xlabel: str = "step", ylabel: str = "",
+                title: str | None = None, logy: bool = False, ax=None):
+    """Several named 1-D curves on one axis (losses, FID against steps, …). Returns the Figure."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+    else:
+        fig = ax.figure
+    for name, values in curves.items():
+        values = np.asarray(values, dtype=np.float64)
+        ax.plot(np.arange(len(values)) if x is None else x, values, label=name)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if logy:
+        ax.set_yscale("log")
+    if len(curves) > 1:
+        ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def show_patches(image: torch.Tensor, patch_size: int, ax=None, title: str | None = None):
+    """One image (C, H, W) with its patch grid drawn over it and each patch numbered in token order."""
+    x = _as_numpy_images(image)[0]
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(3.2, 3.2))
+    else:
+        fig = ax.figure
+    _imshow(ax, x)
+    h, w = x.shape[:2]
+    if h % patch_size or w % patch_size:
+        raise ValueError(f"image size {h}×{w} is not divisible by patch size {patch_size}")
+    for k in range(0, w + 1, patch_size):
+        ax.axvline(k - 0.5, color="tab:orange", lw=0.8)
+    for k in range(0, h + 1, patch_size):
+        ax.axhline(k - 0.5, color="tab:orange", lw=0.8)
+    grid_w = w // patch_size
+    if (h // patch_size) * grid_w <= 64:                                     # numbers stay legible
+        for r in range(h // patch_size):
+            for c in range(grid_w):
+                ax.text(c * patch_size + patch_size / 2 - 0.5, r * patch_size + patch_size / 2 - 0.5, str(r * grid_w + c),
+                        color="tab:orange", ha="center", va="center", fontsize=7)
+    tokens = (h // patch_size) * (w // patch_size)
+    ax.set_title(title or f"p = {patch_size}: T = ({h}/{patch_size})² = {tokens} tokens", fontsize=9)
+    return fig
+
+
+def show_pos_embed(table: np.ndarray, grid_size: int, token: int | None = None):
+    """The 2-D sin-cos table (T, D) as an image, and the cosine similarity of one token to all others."""
+    table = np.asarray(table, dtype=np.float64)
+    token = grid_size * (grid_size // 2) + grid_size // 2 if token is None else token
+    unit = table / np.linalg.norm(table, axis=1, keepdims=True)
+    similarity = (unit @ unit[token]).reshape(grid_size, grid_size)
+    fig, (ax_t, ax_s) = plt.subplots(1, 2, figsize=(10, 3.2), gridspec_kw={"width_ratios": [2.2, 1]})
+    im = ax_t.imshow(table, aspect="auto", cmap="RdBu", vmin=-1, vmax=1, interpolation="nearest")
+    ax_t.set(xlabel="embedding dimension (column half | row half)", ylabel="token index", title="pos_embed (T × D)")
+    fig.colorbar(im, ax=ax_t, fraction=0.03)
+    im = ax_s.imshow(similarity, cmap="viridis", interpolation="nearest")
+    r, c = divmod(token, grid_size)
+    ax_s.plot(c, r, "r+", ms=10)
+    ax_s.set(title=f"cosine similarity to token {token}", xticks=[], yticks=[])
+    fig.colorbar(im, ax=ax_s, fraction=0.046)
+    fig.tight_layout()
+    return fig
+
+
+def timestep_slider(x_start: torch.Tensor, q_sample: Callable, alphas_cumprod: np.ndarray, seed: int = 0,
+                    t: int = 250):
+    """An interactive view of q(x_t | x_0): drag t and see x_t, ᾱ_t, the SNR and the pixel histogram.
+
+    The noise ε is drawn once, so moving the slider shows the same images losing their signal.
+    Returns an ipywidgets box (display it as a cell's last expression).
+    """
+    import ipywidgets as widgets
+
+    num_steps = len(alphas_cumprod)
+    noise = torch.randn(x_start.shape, generator=torch.Generator().manual_seed(seed))
+    slider = widgets.IntSlider(value=t, min=0, max=num_steps - 1, step=1, description="t",
+                               continuous_update=False, layout=widgets.Layout(width="60%"))
+    out = widgets.Output()
+
+    def draw(change=None):
+        step = slider.value
+        x_t = q_sample(x_start, torch.full((len(x_start),), step, dtype=torch.long), noise)
+        abar = float(alphas_cumprod[step])
+        with out:
+            out.clear_output(wait=True)
+            fig, axes = plt.subplots(1, len(x_t) + 1, figsize=(1.3 * len(x_t) + 2.6, 1.6),
+                                     gridspec_kw={"width_ratios": [1] * len(x_t) + [2]})
+            for ax, image in zip(axes, _as_numpy_images(x_t)):
+                _imshow(ax, image)
+            axes[-1].hist(x_t.flatten().numpy(), bins=40, range=(-4, 4), color="tab:blue")
+            axes[-1].set_yticks([])
+            axes[-1].set_title("pixel values", fontsize=8)
+            fig.suptitle(f"t = {step}:  √ᾱ_t = {math.sqrt(abar):.3f},  √(1−ᾱ_t) = {math.sqrt(1 - abar):.3f},  "
+                         f"SNR = {abar / (1 - abar):.3g}", fontsize=9)
+            fig.tight_layout()
+            plt.show(fig)
+
+    slider.observe(draw, names="value")
+    draw()
+    return widgets.VBox([slider, out])
+
+
+def choice_widget(options: Sequence, draw: Callable, description: str = "", value=None):
+    """Toggle buttons over `options`; `draw(option)` renders into an output area on every change."""
+    import ipywidgets as widgets
+
+    buttons = widgets.ToggleButtons(options=list(options), value=value if value is not None else options[0],
+                                    description=description)
+    out = widgets.Output()
+
+    def render(change=None):
+        with out:
+            out.clear_output(wait=True)
+            draw(buttons.value)
+            plt.show()
+
+    buttons.observe(render, names="value")
+    render()
+    return widgets.VBox([buttons, out])

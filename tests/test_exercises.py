@@ -1,0 +1,349 @@
+"""Specification of ditlib.exercises: each notebook check passes a correct solution, names typical mistakes
+specifically, never lets a learner's exception escape, and answers deterministically."""
+import numpy as np
+import pytest
+import torch
+
+from ditlib import exercises as ex
+from ditlib.diffusion import create_diffusion
+from ditlib.models import build_model, get_1d_sincos_pos_embed_from_grid
+
+
+# ----------------------------------------------------------------------------- learner-style solutions
+def _coef(values, t, x):
+    return values[t].to(x.dtype).view(-1, *([1] * (x.ndim - 1)))
+
+
+def q_sample(x_start, t, noise, alphas_cumprod):
+    a = _coef(alphas_cumprod, t, x_start)
+    return a.sqrt() * x_start + (1 - a).sqrt() * noise
+
+
+def reparameterized_sample(mu, log_sigma, eps):
+    return mu + torch.exp(log_sigma) * eps
+
+
+def posterior_mean_variance(x_start, x_t, t, betas):
+    alphas = 1 - betas
+    ab = torch.cumprod(alphas, 0)
+    ab_prev = torch.cat([torch.ones(1, dtype=ab.dtype), ab[:-1]])
+    c1 = betas * ab_prev.sqrt() / (1 - ab)
+    c2 = (1 - ab_prev) * alphas.sqrt() / (1 - ab)
+    var = betas * (1 - ab_prev) / (1 - ab)
+    return _coef(c1, t, x_start) * x_start + _coef(c2, t, x_start) * x_t, _coef(var, t, x_start)
+
+
+def latent_scale_factor(latents):
+    return 1.0 / latents.std()
+
+
+def patchify(x, patch_size):
+    n, c, h, w = x.shape
+    p = patch_size
+    x = x.reshape(n, c, h // p, p, w // p, p).permute(0, 2, 4, 3, 5, 1)
+    return x.reshape(n, (h // p) * (w // p), p * p * c)
+
+
+def sincos_1d(embed_dim, positions):
+    pos = torch.as_tensor(positions, dtype=torch.float64).reshape(-1)
+    omega = 1.0 / 10000 ** (torch.arange(embed_dim // 2, dtype=torch.float64) * 2 / embed_dim)
+    arg = pos[:, None] * omega[None]
+    return torch.cat([arg.sin(), arg.cos()], dim=1)
+
+
+SOLUTIONS = {"q_sample": q_sample, "reparameterized_sample": reparameterized_sample,
+             "posterior_mean_variance": posterior_mean_variance, "latent_scale_factor": latent_scale_factor,
+             "patchify": patchify, "sincos_1d": sincos_1d}
+
+
+def not_implemented(*args):
+    raise NotImplementedError()
+
+
+def divides_by_zero(*args):
+    return 1 / 0
+
+
+def forgets_return(*args):
+    pass
+
+
+# ----------------------------------------------------------------------------- the shared contract
+def test_registry_lists_every_exercise():
+    assert set(ex.CHECKS) == set(SOLUTIONS)
+    assert ex.CHECKS["q_sample"] is ex.check_q_sample
+
+
+@pytest.mark.parametrize("name", sorted(SOLUTIONS))
+def test_reference_solution_passes_with_a_deterministic_message(name):
+    first, second = ex.CHECKS[name](SOLUTIONS[name]), ex.CHECKS[name](SOLUTIONS[name])
+    assert first.passed and bool(first), first.message
+    assert first.message.startswith("✓ Correct:") and name in first.message and "test cases" in first.message
+    assert first.message == second.message and first.exercise == name
+
+
+@pytest.mark.parametrize("name", sorted(SOLUTIONS))
+def test_not_implemented_stub_is_reported_as_not_implemented(name):
+    fb = ex.CHECKS[name](not_implemented)
+    assert not fb and "not implemented yet" in fb.message and "raise NotImplementedError()" in fb.message
+
+
+@pytest.mark.parametrize("name", sorted(SOLUTIONS))
+def test_learner_exceptions_never_escape_and_are_named(name):
+    fb = ex.CHECKS[name](divides_by_zero)
+    assert not fb and "ZeroDivisionError" in fb.message and "division by zero" in fb.message
+    assert "\n" not in fb.message
+
+
+@pytest.mark.parametrize("name", sorted(SOLUTIONS))
+def test_odd_return_values_give_feedback_instead_of_exceptions(name):
+    for value in ("oops", torch.zeros(2), (torch.zeros(1), torch.zeros(1)), np.zeros(3), [[0.0]], float("nan")):
+        fb = ex.CHECKS[name](lambda *args, value=value: value)
+        assert isinstance(fb, ex.Feedback) and not fb.passed and fb.message
+
+
+@pytest.mark.parametrize("name", sorted(SOLUTIONS))
+def test_missing_return_is_reported(name):
+    fb = ex.CHECKS[name](forgets_return)
+    assert not fb and "return" in fb.message and "None" in fb.message
+
+
+@pytest.mark.parametrize("name", sorted(SOLUTIONS))
+def test_passing_something_other_than_a_function_gives_feedback(name):
+    fb = ex.CHECKS[name](torch.zeros(3))
+    assert not fb and f"check_{name}({name})" in fb.message
+
+
+def test_require_raises_on_failure_and_returns_passing_feedback():
+    fb = ex.check_q_sample(not_implemented)
+    with pytest.raises(AssertionError, match="not implemented yet"):
+        ex.require(fb)
+    ok = ex.check_q_sample(q_sample)
+    assert ex.require(ok) is ok
+    with pytest.raises(TypeError):
+        ex.require(True)
+
+
+def test_feedback_renders_message_in_repr_and_html():
+    ok = ex.check_patchify(patchify)
+    assert repr(ok).startswith("✓ patchify: Correct:") and str(ok) == ok.message
+    assert "✓" in ok._repr_html_() and "Correct: patchify matches" in ok._repr_html_()
+    bad = ex.check_patchify(not_implemented)
+    assert repr(bad) == f"✗ patchify: {bad.message}"
+    assert "✗" in bad._repr_html_() and "not implemented yet" in bad._repr_html_()
+
+
+def test_checks_leave_the_global_random_state_alone():
+    state = torch.random.get_rng_state()
+    ex.check_q_sample(q_sample)
+    assert torch.equal(state, torch.random.get_rng_state())
+
+
+# ----------------------------------------------------------------------------- references agree with ditlib
+def test_q_sample_and_posterior_solutions_agree_with_ditlib():
+    diffusion = create_diffusion("")
+    g = torch.Generator().manual_seed(0)
+    x0, xt, noise = (torch.randn(3, 2, 4, 4, generator=g) for _ in range(3))
+    t = torch.tensor([0, 500, 999])
+    assert torch.allclose(q_sample(x0, t, noise, diffusion.alphas_cumprod), diffusion.q_sample(x0, t, noise), atol=1e-6)
+    mean, var = posterior_mean_variance(x0, xt, t, diffusion.betas)
+    ref_mean, ref_var, _ = diffusion.q_posterior_mean_variance(x0, xt, t)
+    assert torch.allclose(mean, ref_mean, atol=1e-5) and torch.allclose(var.expand_as(ref_var), ref_var, atol=1e-8)
+
+
+def test_sincos_solution_agrees_with_ditlib():
+    pos = np.array([0.0, 1.0, 3.5, 12.0])
+    assert np.allclose(sincos_1d(8, pos).numpy(), get_1d_sincos_pos_embed_from_grid(8, pos), atol=1e-12)
+
+
+def test_patchify_solution_is_inverted_by_ditlib_unpatchify():
+    model = build_model("DiT-debug/2", input_size=8, in_channels=4, num_classes=10, learn_sigma=False)
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(model.unpatchify(patchify(x, 2)), x)
+
+
+def test_latent_scale_factor_accepts_biased_std_float_and_0d_tensor():
+    assert ex.check_latent_scale_factor(lambda z: float(1 / z.std(unbiased=False)))
+    assert ex.check_latent_scale_factor(lambda z: (1 / z.std()).reshape(()))
+
+
+def test_sincos_check_accepts_numpy_output():
+    assert ex.check_sincos_1d(lambda d, p: get_1d_sincos_pos_embed_from_grid(d, np.asarray(p, dtype=np.float64)))
+
+
+def test_posterior_check_accepts_full_shape_variance():
+    def full(x_start, x_t, t, betas):
+        mean, var = posterior_mean_variance(x_start, x_t, t, betas)
+        return mean, var.expand_as(x_t)
+    assert ex.check_posterior_mean_variance(full)
+
+
+# ----------------------------------------------------------------------------- typical mistakes, by exercise
+def _fails_with(check, fn, *phrases):
+    fb = check(fn)
+    assert not fb.passed, f"{fn.__name__} passed"
+    for phrase in phrases:
+        assert phrase in fb.message, f"{phrase!r} not in {fb.message!r}"
+    assert "\n" not in fb.message
+    return fb
+
+
+def test_q_sample_check_spots_missing_square_root():
+    def no_sqrt(x, t, n, ab):
+        a = _coef(ab, t, x)
+        return a * x + (1 - a) * n
+
+    def no_sqrt_on_signal(x, t, n, ab):
+        a = _coef(ab, t, x)
+        return a * x + (1 - a).sqrt() * n
+    _fails_with(ex.check_q_sample, no_sqrt, "square root")
+    _fails_with(ex.check_q_sample, no_sqrt_on_signal, "ᾱ_t instead of √ᾱ_t", "square root")
+
+
+def test_q_sample_check_spots_swapped_coefficients_and_wrong_sign():
+    def swapped(x, t, n, ab):
+        a = _coef(ab, t, x)
+        return (1 - a).sqrt() * x + a.sqrt() * n
+
+    def minus(x, t, n, ab):
+        a = _coef(ab, t, x)
+        return a.sqrt() * x - (1 - a).sqrt() * n
+    _fails_with(ex.check_q_sample, swapped, "swapped")
+    _fails_with(ex.check_q_sample, minus, "sign")
+
+
+def test_q_sample_check_spots_missing_reshape_to_batch_broadcast():
+    def unshaped(x, t, n, ab):  # (B,) against (B, C, H, W): errors, or silently broadcasts when W == B
+        a = ab[t].to(x.dtype)
+        return a.sqrt() * x + (1 - a).sqrt() * n
+    _fails_with(ex.check_q_sample, unshaped, "(B, 1, 1, 1)")
+
+    def silent(x, t, n, ab):  # only the silent mis-broadcast, never an error
+        a = ab[t].to(x.dtype)
+        a = a.view(1, 1, 1, -1) if x.shape[3] == x.shape[0] else a.view(-1, 1, 1, 1)
+        return a.sqrt() * x + (1 - a).sqrt() * n
+    _fails_with(ex.check_q_sample, silent, "broadcast", "(B, 1, 1, 1)")
+
+
+def test_q_sample_check_spots_off_by_one_fresh_noise_numpy_and_dtype():
+    _fails_with(ex.check_q_sample, lambda x, t, n, ab: q_sample(x, t - 1, n, ab), "off by one")
+    _fails_with(ex.check_q_sample, lambda x, t, n, ab: q_sample(x, t, torch.randn_like(x), ab), "`noise` argument")
+    _fails_with(ex.check_q_sample, lambda x, t, n, ab: q_sample(x, t, n, ab).numpy(), "NumPy")
+    _fails_with(ex.check_q_sample, lambda x, t, n, ab: q_sample(x, t, n, ab).unsqueeze(0), "shape")
+
+    def float64_out(x, t, n, ab):
+        a = ab[t].view(-1, 1, 1, 1)
+        return a.sqrt() * x + (1 - a).sqrt() * n
+    _fails_with(ex.check_q_sample, float64_out, "dtype")
+
+
+def test_reparameterized_sample_check_spots_variance_log_sigma_and_sign():
+    _fails_with(ex.check_reparameterized_sample, lambda m, s, e: m + torch.exp(2 * s) * e, "variance")
+    _fails_with(ex.check_reparameterized_sample, lambda m, s, e: m + s * e, "exponentiate")
+    _fails_with(ex.check_reparameterized_sample, lambda m, s, e: m + torch.exp(s / 2) * e, "log-variance")
+    _fails_with(ex.check_reparameterized_sample, lambda m, s, e: m - torch.exp(s) * e, "sign")
+
+
+def test_reparameterized_sample_check_spots_blocked_gradients():
+    _fails_with(ex.check_reparameterized_sample, lambda m, s, e: (m + s.exp() * e).detach(), "gradient")
+
+    def no_grad(m, s, e):
+        with torch.no_grad():
+            return m + s.exp() * e
+    _fails_with(ex.check_reparameterized_sample, no_grad, "no gradient can flow")
+    _fails_with(ex.check_reparameterized_sample, lambda m, s, e: m + s.detach().exp() * e, "log_sigma")
+    _fails_with(ex.check_reparameterized_sample,
+                lambda m, s, e: torch.from_numpy(m.detach().numpy() + np.exp(s.detach().numpy()) * e.numpy()),
+                "no gradient can flow")
+
+
+def test_reparameterized_sample_check_spots_ignored_eps():
+    _fails_with(ex.check_reparameterized_sample, lambda m, s, e: torch.normal(m, s.exp()), "`eps` argument")
+    _fails_with(ex.check_reparameterized_sample, lambda m, s, e: m + s.exp() * torch.randn_like(m), "`eps` argument")
+
+
+def _posterior_variant(swap=False, prev="shift", sqrt_prev=True, sqrt_alpha=True, var_kind="tilde", flat=False):
+    def fn(x_start, x_t, t, betas):
+        alphas = 1 - betas
+        ab = torch.cumprod(alphas, 0)
+        ab_prev = {"shift": torch.cat([torch.ones(1, dtype=ab.dtype), ab[:-1]]), "same": ab}.get(prev)
+        abp = ab[t - 1] if prev == "wrap" else ab_prev[t]
+        abt, bt, at = ab[t], betas[t], alphas[t]
+        c1 = bt * (abp.sqrt() if sqrt_prev else abp) / (1 - abt)
+        c2 = (1 - abp) * (at.sqrt() if sqrt_alpha else at) / (1 - abt)
+        var = {"tilde": bt * (1 - abp) / (1 - abt), "beta": bt}[var_kind]
+        if swap:
+            c1, c2 = c2, c1
+        shape = (-1, 1, 1, 1)
+        c1, c2 = c1.view(shape).float(), c2.view(shape).float()
+        return c1 * x_start + c2 * x_t, var if flat else var.view(shape)
+    return fn
+
+
+def test_posterior_check_spots_fixed_large_variance_and_swapped_coefficients():
+    _fails_with(ex.check_posterior_mean_variance, _posterior_variant(var_kind="beta"), "β_t", "fixed large")
+    _fails_with(ex.check_posterior_mean_variance, _posterior_variant(swap=True), "swapped")
+
+
+def test_posterior_check_spots_off_by_one_and_wraparound_at_t0():
+    _fails_with(ex.check_posterior_mean_variance, _posterior_variant(prev="same"), "off by one")
+    _fails_with(ex.check_posterior_mean_variance, _posterior_variant(prev="wrap"), "t = 0", "prepending 1.0")
+
+
+def test_posterior_check_spots_missing_square_roots():
+    _fails_with(ex.check_posterior_mean_variance, _posterior_variant(sqrt_prev=False), "square root on ᾱ_{t−1}")
+    _fails_with(ex.check_posterior_mean_variance, _posterior_variant(sqrt_alpha=False), "square root on α_t")
+
+
+def test_posterior_check_rejects_flat_variance_single_tensor_and_std():
+    _fails_with(ex.check_posterior_mean_variance, _posterior_variant(flat=True), "broadcast", "(B, 1, 1, 1)")
+    _fails_with(ex.check_posterior_mean_variance, lambda *a: posterior_mean_variance(*a)[0], "single", "mean, variance")
+    _fails_with(ex.check_posterior_mean_variance, lambda *a: (posterior_mean_variance(*a)[0], posterior_mean_variance(*a)[1].sqrt()),
+                "standard deviation")
+
+
+def test_latent_scale_factor_check_spots_std_variance_and_per_channel():
+    _fails_with(ex.check_latent_scale_factor, lambda z: z.std(), "reciprocal")
+    _fails_with(ex.check_latent_scale_factor, lambda z: 1 / z.var(), "1 / variance")
+    _fails_with(ex.check_latent_scale_factor, lambda z: 1 / z.std(dim=(0, 2, 3)), "one number")
+    _fails_with(ex.check_latent_scale_factor, lambda z: 1 / z.pow(2).mean().sqrt(), "subtract the mean")
+    _fails_with(ex.check_latent_scale_factor, lambda z: "0.18", "str")
+
+
+def test_patchify_check_spots_channel_first_features_and_column_major_tokens():
+    def channels_first(x, p):
+        n, c, h, w = x.shape
+        return x.reshape(n, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5).reshape(n, -1, c * p * p)
+
+    def column_major(x, p):
+        n, c, h, w = x.shape
+        return x.reshape(n, c, h // p, p, w // p, p).permute(0, 4, 2, 3, 5, 1).reshape(n, -1, c * p * p)
+    _fails_with(ex.check_patchify, channels_first, "(c, p, q)", "(p, q, c)")
+    _fails_with(ex.check_patchify, column_major, "column-major")
+    _fails_with(ex.check_patchify, lambda x, p: torch.nn.functional.unfold(x, p, stride=p).transpose(1, 2), "(c, p, q)")
+
+
+def test_patchify_check_spots_plain_reshape_and_transposed_output():
+    _fails_with(ex.check_patchify, lambda x, p: x.reshape(x.shape[0], -1, x.shape[1] * p * p), "mixes pixels")
+    _fails_with(ex.check_patchify, lambda x, p: patchify(x, p).transpose(1, 2), "transposed")
+    _fails_with(ex.check_patchify, lambda x, p: patchify(x, p).flip(2), "wrong values")
+
+
+def test_sincos_check_spots_swapped_halves_interleaving_and_missing_factor_two():
+    def interleaved(d, pos):
+        out = sincos_1d(d, pos)
+        return torch.stack([out[:, : d // 2], out[:, d // 2:]], dim=-1).reshape(len(out), d)
+
+    def no_factor_two(d, pos):
+        pos = torch.as_tensor(pos, dtype=torch.float64)
+        arg = pos[:, None] / 10000 ** (torch.arange(d // 2, dtype=torch.float64) / d)
+        return torch.cat([arg.sin(), arg.cos()], 1)
+    _fails_with(ex.check_sincos_1d, lambda d, p: sincos_1d(d, p).roll(d // 2, dims=1), "sines first")
+    _fails_with(ex.check_sincos_1d, interleaved, "interleaved")
+    _fails_with(ex.check_sincos_1d, no_factor_two, "2k/D")
+    _fails_with(ex.check_sincos_1d, lambda d, p: sincos_1d(d, p).T, "transposed")
+
+
+def test_sincos_check_hints_at_torch_positions_when_numpy_only_code_fails():
+    _fails_with(ex.check_sincos_1d, lambda d, p: get_1d_sincos_pos_embed_from_grid(d, p), "AttributeError",
+                "torch.as_tensor")
