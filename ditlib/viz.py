@@ -178,6 +178,7 @@ def timestep_slider(x_start: torch.Tensor, q_sample: Callable, alphas_cumprod: n
     Returns an ipywidgets box (display it as a cell's last expression).
     """
     import ipywidgets as widgets
+    from IPython.display import display
 
     num_steps = len(alphas_cumprod)
     noise = torch.randn(x_start.shape, generator=torch.Generator().manual_seed(seed))
@@ -201,7 +202,8 @@ def timestep_slider(x_start: torch.Tensor, q_sample: Callable, alphas_cumprod: n
             fig.suptitle(f"t = {step}:  √ᾱ_t = {math.sqrt(abar):.3f},  √(1−ᾱ_t) = {math.sqrt(1 - abar):.3f},  "
                          f"SNR = {abar / (1 - abar):.3g}", fontsize=9)
             fig.tight_layout()
-            plt.show(fig)
+            display(fig)
+            plt.close(fig)                                   # one figure per redraw, none left behind
 
     slider.observe(draw, names="value")
     draw()
