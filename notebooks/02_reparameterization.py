@@ -14,8 +14,8 @@
 #    against `ditlib.diffusion`;
 # 4. recognise the same trick in the VAE encoder that produces DiT's latents.
 #
-# **Paper.** DiT §3.1 *Diffusion formulation*: "by applying the reparameterization trick, we can sample
-# x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε_t", and "by reparameterizing μ_θ as a noise prediction network ε_θ" the
+# **Paper.** DiT §3.1 *Diffusion formulation*: the reparameterization trick gives the noisy sample
+# x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε_t, and once μ_θ is reparameterized as a noise prediction network ε_θ the
 # model is trained with a plain mean-squared error on ε. The trick itself is from Kingma & Welling,
 # *Auto-Encoding Variational Bayes* (2014, §2.4); the ε-form of the mean is DDPM (Ho et al. 2020,
 # Eqs. 10–11). DiT §3.1 *Latent diffusion models* introduces the VAE encoder of section 4.
@@ -236,7 +236,7 @@ print(f"z = mean + std·ε reproduces Posterior.sample; typical |mean| = {poster
 
 # %% [markdown]
 # The std is about 1% of the mean: this encoder is almost certain. (Its training weights the KL term
-# by only 10⁻⁴, as LDM does, so little pulls q(z|x) toward a wide N(0, I).) Decode a few samples to see
+# by only 10⁻⁴, and LDM's autoencoders use even less, so little pulls q(z|x) toward a wide N(0, I).) Decode a few samples to see
 # the spread: columns 3–4 are honest samples, columns 5–6 stretch the noise 30× to show in which
 # directions the encoder is unsure.
 
