@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
+from ditlib.interop import to_diffusers  # noqa: E402
 from ditlib.models import DiT_models, build_model  # noqa: E402
 
 COMPILE_LIMIT_S = 60.0
@@ -50,28 +51,8 @@ def build_ditlib(name: str, input_size: int, in_channels: int, num_classes: int,
 
 
 def build_diffusers(model):
-    """diffusers' `DiTTransformer2DModel` with the same depth, width, heads, patch, channels and classes."""
-    from diffusers import DiTTransformer2DModel
-
-    torch.manual_seed(0)
-    return DiTTransformer2DModel(
-        num_attention_heads=model.num_heads,
-        attention_head_dim=model.hidden_size // model.num_heads,
-        in_channels=model.in_channels,
-        out_channels=model.out_channels,
-        num_layers=model.depth,
-        dropout=0.0,
-        norm_num_groups=32,
-        attention_bias=True,
-        sample_size=model.input_size,
-        patch_size=model.patch_size,
-        activation_fn="gelu-approximate",
-        num_embeds_ada_norm=model.num_classes,
-        upcast_attention=False,
-        norm_type="ada_norm_zero",
-        norm_elementwise_affine=False,
-        norm_eps=1e-5,
-    )
+    """diffusers' `DiTTransformer2DModel` of the same size holding the same weights (`ditlib.interop.to_diffusers`)."""
+    return to_diffusers(model)
 
 
 def parameter_counts(ditlib_model, diffusers_model) -> dict:

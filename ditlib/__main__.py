@@ -1,4 +1,5 @@
-"""Command line: `python -m ditlib {train,sample,configs,export,train-vae,train-classifier,fid} ...` (run with -h for each command's options)."""
+"""Command line: `python -m ditlib {train,sample,configs,export,train-vae,encode-latents,train-classifier,fid,sample-fid,student-release,autograde,grade-capstone} ...`
+(run with -h for each command's options). `train` and `sample-fid` also run under `accelerate launch -m ditlib ...`."""
 from __future__ import annotations
 
 import argparse
@@ -47,18 +48,31 @@ def _cmd_configs(args) -> int:
 
 
 def _cmd_train(args) -> int:
+    import os
+
     from .configs import get_config
     from .train import train
 
     config = get_config(args.config)
+    launcher_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if args.precision is None and launcher_precision in ("bf16", "fp16"):
+        args.precision = launcher_precision          # `accelerate launch --mixed_precision bf16` means the same
     overrides = {k: v for k, v in {"batch_size": args.batch_size, "precision": args.precision, "seed": args.seed,
-                                   "lr": args.lr}.items() if v is not None}
+                                   "lr": args.lr, "dataset": args.data_path, "tf32": args.tf32,
+                                   "grad_checkpointing": args.grad_checkpointing, "compile": args.compile,
+                                   "num_workers": args.num_workers}.items() if v is not None}
     if overrides:
         config = config.replace(**overrides)
+    dataset = None
+    if args.latents:
+        from .latents import load_latent_cache
+        dataset = load_latent_cache(args.latents)
     out = Path(args.out or Path("runs") / config.name.replace("/", "-"))
-    summary = train(config, out, max_steps=args.max_steps, resume=args.resume, device=args.device)
-    print(json.dumps(summary, indent=2))
-    print(f"sample with: python -m ditlib sample --ckpt {summary['final_weights']} --out {out / 'samples.png'}")
+    summary = train(config, out, max_steps=args.max_steps, resume=args.resume, device=args.device, dataset=dataset)
+    from accelerate.state import PartialState
+    if PartialState().is_main_process:
+        print(json.dumps(summary, indent=2))
+        print(f"sample with: python -m ditlib sample --ckpt {summary['final_weights']} --out {out / 'samples.png'}")
     return 0
 
 
@@ -112,11 +126,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (default: the config's)")
     p.add_argument("--out", default=None, help="run folder (default: runs/<config>)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None, help="the global batch, split over processes")
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None)
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
+                   help="autocast precision (default: the config's, or accelerate launch's --mixed_precision)")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available; "
+                                                  "under `accelerate launch` accelerate chooses)")
+    p.add_argument("--data-path", default=None, help="an image folder (one sub-folder per class), e.g. ImageNet's train/")
+    p.add_argument("--latents", default=None, help="train on a latent cache from `encode-latents` (a STEM)")
+    p.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=None, help="TF32 matmuls on CUDA")
+    p.add_argument("--grad-checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                   help="recompute activations in backward (less memory, more time)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
+    p.add_argument("--num-workers", type=int, default=None, help="data-loading processes per rank")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("sample", help="sample a grid from a checkpoint")
@@ -144,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Commands of the latent-diffusion and evaluation lessons register themselves.
     import importlib
-    for module in ("ditlib.vae", "ditlib.evaluate"):
+    for module in ("ditlib.vae", "ditlib.evaluate", "ditlib.distributed", "ditlib.classroom"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as err:

@@ -37,7 +37,12 @@ class TrainConfig:
     ema_decay: float = 0.9999
     ema_warmup: bool = False            # decay_k = min(ema_decay, (1 + k) / (10 + k)): useful for short runs
     hflip: bool = True
-    precision: str = "fp32"             # "fp32" | "bf16" | "fp16" (autocast)
+    precision: str = "fp32"             # "fp32" | "bf16" | "fp16" (autocast; fp16 adds a gradient scaler)
+    tf32: bool = False                  # let float32 matmuls/convolutions use TF32 (Ampere+ GPUs; the official code does)
+    grad_checkpointing: bool = False    # recompute each block's activations in backward: less memory, one more forward
+    compile: bool = False               # torch.compile the model for training
+    num_workers: int = 0                # data-loading processes per rank (decoding image folders); 0 = none
+    cache_latents: bool = True          # latent configs: encode the dataset once (ditlib.latents) or every batch
     max_steps: int = 400_000
     log_every: int = 50
     ckpt_every: int = 1000
@@ -112,6 +117,29 @@ register(TRAIN_CONFIGS[DEFAULT_CONFIG].replace(
     name="fmnist-latent-DiT-T/2", model="DiT-T/2", vae="fmnist-vae", image_size=8, in_channels=4,
     notes="latent DiT-T/2 on the shipped fmnist-vae (8×8×4 latents, 16 tokens)",
 ))
+
+
+# The paper's configurations (§4 "Training"; Table 4): ImageNet at 256×256 and 512×512, through the SD VAE
+# (32×32×4 and 64×64×4 latents, scale 0.18215), 1000 classes, AdamW lr 1e-4 without weight decay, global
+# batch 256, EMA 0.9999, random horizontal flips, class dropout 0.1, 400K steps (the paper's model
+# comparisons; DiT-XL/2 went on to 7M steps at 256 and 3M at 512). `dataset` is a placeholder: pass
+# `--data-path` (an ImageNet train folder, one sub-folder per class, read with the ADM centre crop) or
+# `--latents` (a cache from `python -m ditlib encode-latents`). Like the official script, each batch is
+# encoded by the VAE as it is drawn (cache_latents=False), in fp32 with TF32 matmuls; docs/full-scale.md
+# has the launch commands. The paper trained only DiT-XL/2 at 512; the other sizes are there to try.
+IMAGENET_DATASET = "imagenet"
+for _resolution in (256, 512):
+    for _size in ("S", "B", "L", "XL"):
+        for _patch in (2, 4, 8):
+            register(TrainConfig(
+                name=f"imagenet{_resolution}-DiT-{_size}/{_patch}", model=f"DiT-{_size}/{_patch}",
+                dataset=IMAGENET_DATASET, vae="stabilityai/sd-vae-ft-ema", image_size=_resolution // 8,
+                in_channels=4, num_classes=1000, batch_size=256, lr=1e-4, weight_decay=0.0, ema_decay=0.9999,
+                hflip=True, class_dropout_prob=0.1, precision="fp32", tf32=True, max_steps=400_000,
+                log_every=100, ckpt_every=50_000, num_workers=4, cache_latents=False,
+                sample_steps=250, sample_cfg_scale=1.5,
+                notes=f"the paper's DiT-{_size}/{_patch} on ImageNet {_resolution}×{_resolution} (needs --data-path)",
+            ))
 
 
 def get_config(name: str) -> TrainConfig:

@@ -321,8 +321,85 @@ def _derived_seed(seed: int, purpose: str, counter: int) -> int:
     return int.from_bytes(digest, "little") & (2**63 - 1)
 
 
+class StepBatches(Dataset):
+    """Batch number `step` of a reproducible stream, as a map-style dataset: `batches[step]` -> (x, y).
+
+    The global batch `step` depends only on (seed, step): epoch e = step // batches_per_epoch visits every
+    index once, in the order of a permutation drawn from a generator seeded by (seed, e); with `hflip`
+    each example is mirrored left-right with probability 0.5 by a generator seeded by (seed, step).
+    A distributed run splits each global batch of `batch_size` into `num_shards` equal parts and
+    process `shard` gets rows [shard·b, (shard+1)·b), b = batch_size / num_shards: the ranks together
+    see exactly the batch a single process would, whatever their number. Being indexable by step, it
+    can feed a `torch.utils.data.DataLoader` with worker processes (`batch_size=None`, a sampler over
+    steps) and stay exactly reproducible. The dataset itself must not flip (build it with hflip=False);
+    datasets with a `get_batch(indices)` method (FashionMNIST) are gathered in one indexing operation,
+    others item by item. With `drop_last`, the final partial batch of each epoch is skipped.
+    """
+
+    def __init__(self, dataset, batch_size: int, seed: int = 0, hflip: bool = False, drop_last: bool = True,
+                 num_shards: int = 1, shard: int = 0):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if num_shards < 1 or not 0 <= shard < num_shards:
+            raise ValueError(f"shard must lie in [0, {num_shards}), got {shard}")
+        if batch_size % num_shards:
+            raise ValueError(f"the global batch of {batch_size} cannot be split evenly over {num_shards} processes; "
+                             f"choose a batch size divisible by {num_shards}")
+        if getattr(dataset, "hflip", False):
+            raise ValueError("the dataset flips images itself (hflip=True), which would make the batch stream "
+                             "irreproducible; build it with hflip=False and pass hflip=True to infinite_batches")
+        size = len(dataset)
+        self.batches_per_epoch = size // batch_size if drop_last else -(-size // batch_size)
+        if self.batches_per_epoch == 0:
+            raise ValueError(f"dataset of {size} examples is smaller than batch_size={batch_size} (drop_last=True)")
+        self.dataset, self.batch_size, self.seed, self.hflip = dataset, batch_size, seed, hflip
+        self.local_batch_size = batch_size // num_shards
+        self.rows = slice(shard * self.local_batch_size, (shard + 1) * self.local_batch_size)
+        self._epoch, self._order = None, None
+
+    def plan(self, step: int) -> tuple:
+        """(indices (B,), mirror bool (B,) or None) of global batch `step`."""
+        if step < 0:
+            raise ValueError(f"step must be >= 0, got {step}")
+        epoch = step // self.batches_per_epoch
+        if epoch != self._epoch:                   # one permutation per epoch, kept until the next
+            generator = torch.Generator().manual_seed(_derived_seed(self.seed, "epoch", epoch))
+            self._epoch, self._order = epoch, torch.randperm(len(self.dataset), generator=generator)
+        offset = (step % self.batches_per_epoch) * self.batch_size
+        indices = self._order[offset:offset + self.batch_size]  # (B,)
+        mirror = None
+        if self.hflip:
+            generator = torch.Generator().manual_seed(_derived_seed(self.seed, "hflip", step))
+            mirror = torch.rand(indices.shape[0], generator=generator) < 0.5  # (B,)
+        return indices, mirror
+
+    def __getitem__(self, step: int) -> tuple:
+        indices, mirror = self.plan(int(step))
+        dataset = self.dataset
+        if getattr(dataset, "selects_flips", False):
+            # Latent datasets (ditlib.latents): a flip selects the posterior of the mirrored image, and
+            # every draw is a fresh latent sample, seeded by (seed, step) for exact resume. The whole
+            # global batch is drawn (cheap: cached latents) so that each row's sample is the same
+            # whatever the number of shards.
+            noise = torch.Generator().manual_seed(_derived_seed(self.seed, "latent", step))
+            x, y = dataset.get_batch(indices, flip_mask=mirror, generator=noise)
+            return x[self.rows], y[self.rows]
+        indices = indices[self.rows]
+        mirror = None if mirror is None else mirror[self.rows]
+        gather = getattr(dataset, "get_batch", None)
+        if gather is not None:
+            x, y = gather(indices)
+        else:
+            items = [dataset[i] for i in indices.tolist()]
+            x = torch.stack([item[0] for item in items])
+            y = torch.as_tensor([int(item[1]) for item in items], dtype=torch.int64)
+        if mirror is not None:
+            x = torch.where(mirror.view(-1, *[1] * (x.dim() - 1)), x.flip(-1), x)
+        return x, y
+
+
 def infinite_batches(dataset, batch_size: int, seed: int = 0, start_step: int = 0, hflip: bool = False,
-                     drop_last: bool = True):
+                     drop_last: bool = True, num_shards: int = 1, shard: int = 0):
     """Yield (x float (B, C, S, S), y int64 (B,)) batches forever; batch number `step` depends only on
     (seed, step), so a run resumed at step k calls `infinite_batches(..., start_step=k)` and sees the
     very batches the uninterrupted run would have seen.
@@ -332,45 +409,14 @@ def infinite_batches(dataset, batch_size: int, seed: int = 0, start_step: int = 
     replay. With `hflip`, each example is mirrored left-right with probability 0.5 by a generator
     seeded by (seed, step). The dataset itself must not flip (build it with hflip=False); datasets
     with a `get_batch(indices)` method (FashionMNIST) are gathered in one indexing operation, others
-    item by item. With `drop_last`, the final partial batch of each epoch is skipped.
+    item by item. With `drop_last`, the final partial batch of each epoch is skipped. With
+    `num_shards` > 1 this process gets part `shard` of each global batch (`StepBatches`).
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if start_step < 0:
         raise ValueError(f"start_step must be >= 0, got {start_step}")
-    if getattr(dataset, "hflip", False):
-        raise ValueError("the dataset flips images itself (hflip=True), which would make the batch stream "
-                         "irreproducible; build it with hflip=False and pass hflip=True to infinite_batches")
-    size = len(dataset)
-    batches_per_epoch = size // batch_size if drop_last else -(-size // batch_size)
-    if batches_per_epoch == 0:
-        raise ValueError(f"dataset of {size} examples is smaller than batch_size={batch_size} (drop_last=True)")
-    gather = getattr(dataset, "get_batch", None)
-    step, epoch, order = start_step, None, None
+    batches = StepBatches(dataset, batch_size, seed=seed, hflip=hflip, drop_last=drop_last,
+                          num_shards=num_shards, shard=shard)
+    step = start_step
     while True:
-        if step // batches_per_epoch != epoch:
-            epoch = step // batches_per_epoch
-            generator = torch.Generator().manual_seed(_derived_seed(seed, "epoch", epoch))
-            order = torch.randperm(size, generator=generator)
-        offset = (step % batches_per_epoch) * batch_size
-        indices = order[offset:offset + batch_size]  # (B,)
-        mirror = None
-        if hflip:
-            generator = torch.Generator().manual_seed(_derived_seed(seed, "hflip", step))
-            mirror = torch.rand(indices.shape[0], generator=generator) < 0.5  # (B,)
-        if getattr(dataset, "selects_flips", False):
-            # Latent datasets (ditlib.latents): a flip selects the posterior of the mirrored image,
-            # and every draw is a fresh latent sample, seeded by (seed, step) for exact resume.
-            noise = torch.Generator().manual_seed(_derived_seed(seed, "latent", step))
-            x, y = dataset.get_batch(indices, flip_mask=mirror, generator=noise)
-        else:
-            if gather is not None:
-                x, y = gather(indices)
-            else:
-                items = [dataset[i] for i in indices.tolist()]
-                x = torch.stack([item[0] for item in items])
-                y = torch.as_tensor([int(item[1]) for item in items], dtype=torch.int64)
-            if mirror is not None:
-                x = torch.where(mirror.view(-1, *[1] * (x.dim() - 1)), x.flip(-1), x)
-        yield x, y
+        yield batches[step]
         step += 1

@@ -93,6 +93,17 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, *, means: torch.Tensor,
                        torch.where(x > 0.999, log_one_minus_cdf_min, log_cdf_delta))
 
 
+def randn(shape, generator=None, device=None, dtype=None) -> torch.Tensor:
+    """N(0, I) noise of `shape`. `generator` is one torch.Generator (or None: the global RNG), or a list
+    of generators, one per sample: row i is drawn from generator i, so a sample's noise does not depend
+    on which batch (or which process of a distributed run) it is drawn in."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}: pass one per sample")
+        return torch.cat([torch.randn((1, *shape[1:]), generator=g, device=device, dtype=dtype) for g in generator])
+    return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+
 def _extract(arr: torch.Tensor, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """arr[t] for each sample, cast to like's dtype/device and shaped (N, 1, 1, ...) to broadcast."""
     out = arr.to(like.device)[timesteps.to(like.device)].to(like.dtype)
@@ -305,7 +316,7 @@ class GaussianDiffusion:
     def p_sample(self, model, x, t, clip_denoised=True, denoised_fn=None, model_kwargs=None, generator=None) -> dict:
         """One ancestral step: x_{t−1} = μ_θ + σ_θ z, z ~ N(0, I) (no noise at t = 0)."""
         out = self.p_mean_variance(model, x, t, clip_denoised=clip_denoised, denoised_fn=denoised_fn, model_kwargs=model_kwargs)
-        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        noise = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         nonzero_mask = (t != 0).to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
         sample = out["mean"] + nonzero_mask * torch.exp(0.5 * out["log_variance"]) * noise
         return {"sample": sample, "pred_xstart": out["pred_xstart"]}
@@ -315,7 +326,7 @@ class GaussianDiffusion:
             if tuple(noise.shape) != tuple(shape):
                 raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {tuple(shape)}")
             return noise
-        return torch.randn(*shape, generator=generator, device=device)
+        return randn(tuple(shape), generator=generator, device=device)
 
     def _indices(self, progress: bool, desc: str):
         indices = list(range(self.num_timesteps))[::-1]
@@ -323,7 +334,7 @@ class GaussianDiffusion:
 
     @torch.no_grad()
     def p_sample_loop(self, model, shape, noise=None, clip_denoised=True, denoised_fn=None, model_kwargs=None,
-                      device=None, progress=False, generator: torch.Generator | None = None) -> torch.Tensor:
+                      device=None, progress=False, generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:
         """Ancestral (DDPM) sampling from x_T ~ N(0, I) down to x_0. `generator` makes it deterministic."""
         img = None
         for out in self.p_sample_loop_progressive(model, shape, noise, clip_denoised, denoised_fn, model_kwargs,
@@ -334,7 +345,7 @@ class GaussianDiffusion:
     @torch.no_grad()
     def p_sample_loop_progressive(self, model, shape, noise=None, clip_denoised=True, denoised_fn=None,
                                   model_kwargs=None, device=None, progress=False,
-                                  generator: torch.Generator | None = None):
+                                  generator: torch.Generator | list[torch.Generator] | None = None):
         """The DDPM loop one step at a time: yields {"sample": x_{t−1}, "pred_xstart": x̂_0, "t": t} for t = T−1 … 0."""
         device = device or torch.device("cpu")
         img = self._initial_noise(shape, noise, device, generator)
@@ -353,12 +364,12 @@ class GaussianDiffusion:
         sigma = eta * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar)) * torch.sqrt(1 - alpha_bar / alpha_bar_prev)
         mean_pred = out["pred_xstart"] * torch.sqrt(alpha_bar_prev) + torch.sqrt(1 - alpha_bar_prev - sigma ** 2) * eps
         nonzero_mask = (t != 0).to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
-        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        noise = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         return {"sample": mean_pred + nonzero_mask * sigma * noise, "pred_xstart": out["pred_xstart"]}
 
     @torch.no_grad()
     def ddim_sample_loop(self, model, shape, noise=None, clip_denoised=True, denoised_fn=None, model_kwargs=None,
-                         device=None, progress=False, eta=0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+                         device=None, progress=False, eta=0.0, generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:
         """DDIM sampling over this process's timesteps (respace with "ddimK" for K steps)."""
         device = device or torch.device("cpu")
         img = self._initial_noise(shape, noise, device, generator)

@@ -114,6 +114,19 @@ def load_or_encode(codec, dataset, cache_dir=None, dataset_id: dict | None = Non
                          num_classes=meta["num_classes"], path=stem)
 
 
+def load_latent_cache(path) -> "LatentDataset":
+    """An existing cache file (STEM, STEM.json or STEM.safetensors, as written by `load_or_encode` or
+    `python -m ditlib encode-latents`) as a `LatentDataset`, without the VAE or the images: what
+    `python -m ditlib train --latents STEM` trains on."""
+    from .checkpoints import CheckpointError, load_checkpoint
+
+    tensors, meta = load_checkpoint(path)
+    if meta.get("kind") != "latent-cache":
+        raise CheckpointError(f"{path} is a {meta.get('kind')!r} checkpoint, not a latent cache")
+    return LatentDataset(tensors["mean"], tensors["std"], tensors["labels"], meta["vae"]["scale_factor"],
+                         num_classes=meta["num_classes"], path=Path(path))
+
+
 def build_latent_dataset(vae="fmnist-vae", dataset="fashion-mnist", split: str = "train", image_size: int | None = None,
                          cache_dir=None, device=None, batch_size: int = 256, progress: bool = True) -> "LatentDataset":
     """One call from names to a training set of latents: load the VAE (`ditlib.vae.load_vae`: a shipped

@@ -7,7 +7,7 @@ Read it top to bottom in the order the paper introduces the pieces:
                         adaLN and adaLN-Zero (the default, Figure 3 right);
 3. the final layer    – (adaptive) LayerNorm, linear decoder to ε and Σ, unpatchify (§3.2 "Transformer decoder");
 4. positional embeddings – the fixed 2-D sin-cos table of ViT/MAE;
-5. configurations     – the paper's twelve (Table 1 × patch 2/4/8) and the course's small ones.
+5. configurations     – the paper's twelve (Table 1 × patch 2/4/8) and the course's small ones (patch 1/2/4/8).
 
 The model knows nothing about the diffusion process: it maps (x_t, t, y) to a tensor with
 `in_channels` (ε) or `2 * in_channels` (ε and the Σ interpolation values) channels.
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -358,6 +359,7 @@ class DiT(nn.Module):
         self.class_dropout_prob = class_dropout_prob
         self.learn_sigma = learn_sigma
         self.block = block
+        self.gradient_checkpointing = False     # a switch: recompute each block in backward (less memory, more time)
 
         self.x_embedder = PatchEmbed(input_size, patch_size, in_channels, hidden_size)
         self.t_embedder = TimestepEmbedder(hidden_size)
@@ -435,31 +437,42 @@ class DiT(nn.Module):
             raise ValueError(f"class labels must lie in [0, {self.num_classes - 1}] "
                              f"(or {self.num_classes} for the null class); got min {int(y.min())}, max {int(y.max())}")
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """x: (N, C, I, I) noisy input; t: (N,) timesteps; y: (N,) labels. Returns (N, C_out, I, I)."""
+    def _run_block(self, block: nn.Module, *args) -> torch.Tensor:
+        """One block; with `gradient_checkpointing` (training only) its activations are recomputed in backward."""
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
+        return block(*args)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor,
+                force_drop_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (N, C, I, I) noisy input; t: (N,) timesteps; y: (N,) labels. Returns (N, C_out, I, I).
+
+        `force_drop_ids` (N,), 1 where the label is replaced by the null class, overrides the random
+        label dropout (the distributed trainer draws it for the whole global batch; `ditlib.train`).
+        """
         if not torch.compiler.is_compiling():                                  # the checks would break the graph
             self._check_inputs(x, t, y)
         x = self.x_embedder(x)                                                 # (N, T, D)
         # Keep the residual stream in the patch embedding's dtype (bf16 under autocast): adding the
         # fp32 table would silently promote every later add, modulate and LayerNorm to fp32.
         x = x + self.pos_embed.to(x.dtype)                                     # (N, T, D)
-        t_emb, y_emb = self.t_embedder(t), self.y_embedder(y, self.training)   # each (N, D)
+        t_emb, y_emb = self.t_embedder(t), self.y_embedder(y, self.training, force_drop_ids)   # each (N, D)
 
         if self.block == "in-context":                 # two extra tokens, removed after the last block
             cond_tokens = torch.stack([t_emb, y_emb], dim=1).to(x.dtype)       # (N, 2, D)
             x = torch.cat([x, cond_tokens], dim=1)                             # (N, T+2, D)
             for block in self.blocks:
-                x = block(x)                                                   # (N, T+2, D)
+                x = self._run_block(block, x)                                  # (N, T+2, D)
             x = self.final_layer(x[:, :-2])                                    # (N, T, p*p*C_out)
         elif self.block == "cross-attention":          # a separate length-2 sequence to attend to
             context = torch.stack([t_emb, y_emb], dim=1).to(x.dtype)           # (N, 2, D)
             for block in self.blocks:
-                x = block(x, context)                                          # (N, T, D)
+                x = self._run_block(block, x, context)                         # (N, T, D)
             x = self.final_layer(x)                                            # (N, T, p*p*C_out)
         else:                                          # adaLN, adaLN-Zero: one vector c per image
             c = (t_emb + y_emb).to(x.dtype)                                    # (N, D)
             for block in self.blocks:
-                x = block(x, c)                                                # (N, T, D)
+                x = self._run_block(block, x, c)                               # (N, T, D)
             x = self.final_layer(x, c)                                         # (N, T, p*p*C_out)
         return self.unpatchify(x)                                              # (N, C_out, I, I)
 
@@ -523,8 +536,10 @@ def get_2d_sincos_pos_embed(embed_dim: int, grid_size: int) -> np.ndarray:
 # Table 1 of the paper: (depth, hidden_size, num_heads).
 PAPER_SIZES = {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
 # The course's small sizes for CPUs: T(iny) is a 6-block, width-192 model (~4M parameters at patch 4);
+# XS (~1.3M) and M (~9.8M) bracket it for the scaling experiments (experiments/scaling_grid.py, Figures 6, 8);
 # "debug" trains in seconds and exists for tests.
-COURSE_SIZES = {"T": (6, 192, 3), "debug": (2, 32, 2)}
+COURSE_SIZES = {"XS": (4, 128, 2), "T": (6, 192, 3), "M": (8, 256, 4), "debug": (2, 32, 2)}
+COURSE_PATCHES = (1, 2, 4, 8)     # patch 1 makes sense for small latents (8×8×4 -> 64 tokens)
 
 
 def _constructor(depth: int, hidden_size: int, num_heads: int, patch_size: int):
@@ -539,9 +554,9 @@ def _constructor(depth: int, hidden_size: int, num_heads: int, patch_size: int):
 
 DiT_models = {
     f"DiT-{size}/{p}": _constructor(*dims, patch_size=p)
-    for sizes in (PAPER_SIZES, COURSE_SIZES)
+    for sizes, patches in ((PAPER_SIZES, (2, 4, 8)), (COURSE_SIZES, COURSE_PATCHES))
     for size, dims in sizes.items()
-    for p in (2, 4, 8)
+    for p in patches
 }
 PAPER_CONFIGS = [f"DiT-{s}/{p}" for s in PAPER_SIZES for p in (2, 4, 8)]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .diffusion import create_diffusion
+from .diffusion import create_diffusion, randn
 from .models import DiT
 from .runtime import autocast
 
@@ -22,14 +22,16 @@ SAMPLERS = ("ddpm", "ddim")
 
 @torch.no_grad()
 def sample_images(model: DiT, labels, *, num_sampling_steps: int = 250, sampler: str = "ddpm",
-                  cfg_scale: float = 1.0, seed: int = 0, guided_channels: int | None = None,
+                  cfg_scale: float = 1.0, seed=0, guided_channels: int | None = None,
                   noise_schedule: str = "linear", diffusion_steps: int = 1000, clip_denoised: bool = True,
                   eta: float = 0.0, precision: str = "fp32", progress: bool = True,
                   noise: torch.Tensor | None = None) -> torch.Tensor:
     """Generate one image per label. Returns a float tensor (N, C, I, I) in the model's data range.
 
     The same (model, labels, settings, seed) always gives the same images: the initial noise and every
-    step's noise come from one `torch.Generator` seeded with `seed`.
+    step's noise come from one `torch.Generator` seeded with `seed`. `seed` may also be a list with one
+    seed per label: then sample i draws all its noise from its own generator, so it comes out the same
+    whatever batch it is sampled in (how `ditlib.distributed` splits FID sampling over processes).
     `clip_denoised` clips x̂_0 to [−1, 1] at each step (right for pixels; the official latent sampler
     does not clip).
     """
@@ -48,9 +50,15 @@ def sample_images(model: DiT, labels, *, num_sampling_steps: int = 250, sampler:
                                  diffusion_steps=diffusion_steps)
 
     n = labels.shape[0]
-    generator = torch.Generator(device=device).manual_seed(seed)
+    if isinstance(seed, (list, tuple, torch.Tensor)):
+        seeds = [int(s) for s in seed]
+        if len(seeds) != n:
+            raise ValueError(f"{len(seeds)} seeds for {n} labels: pass one seed, or one per label")
+        generator = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+    else:
+        generator = torch.Generator(device=device).manual_seed(seed)
     shape = (n, model.in_channels, model.input_size, model.input_size)
-    z = noise if noise is not None else torch.randn(*shape, generator=generator, device=device)
+    z = noise if noise is not None else randn(shape, generator=generator, device=device)
     if tuple(z.shape) != shape:
         raise ValueError(f"noise has shape {tuple(z.shape)}, expected {shape}")
     use_cfg = cfg_scale > 1.0
@@ -58,6 +66,8 @@ def sample_images(model: DiT, labels, *, num_sampling_steps: int = 250, sampler:
         if model.y_embedder.embedding_table.num_embeddings <= model.num_classes:
             raise ValueError("this model was trained without class dropout, so it has no null class for guidance; use cfg_scale=1")
         z = torch.cat([z, z], dim=0)
+        if isinstance(generator, list):         # the null-class half needs noise rows too; each sample's
+            generator = generator + generator   # generator draws them, so nothing depends on the batch
         labels = torch.cat([labels, torch.full_like(labels, model.num_classes)], dim=0)
         forward = partial(model.forward_with_cfg, cfg_scale=cfg_scale, guided_channels=guided_channels)
     else:

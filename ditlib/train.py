@@ -1,13 +1,19 @@
 """Training a DiT (paper §4 "Training"): data -> t, ε -> hybrid loss -> AdamW -> EMA, with checkpoints and exact resume.
 
-`train(config, out_dir)` is what `python -m ditlib train --config NAME` runs. The loop is written out
-in `train` so the whole recipe can be read in one place:
+`train(config, out_dir)` is what `python -m ditlib train --config NAME` runs, in one process or in each
+process of `accelerate launch -m ditlib train ...`. The loop is written out in `train` so the whole recipe
+can be read in one place:
 
     x, y  = next batch (random flips)           # ditlib.data
     t     ~ U{0, …, T−1},  ε ~ N(0, I)
     loss  = mean(L_simple + L_vlb)              # ditlib.diffusion.training_losses
     AdamW step (lr 1e-4, no weight decay in the paper)
     EMA   θ_ema ← d·θ_ema + (1 − d)·θ            # d = 0.9999 in the paper
+
+Many processes (DDP on GPUs and nodes, FSDP, TPUs) go through `accelerate`; see `ditlib.distributed`.
+Every process draws each step's randomness (batch, t, ε, label dropout) for the whole global batch and
+keeps its own rows, so N processes compute exactly the update one process would, and the logged loss
+is the mean over the global batch (reduced across processes). Only the main process writes files.
 
 Resuming: the random stream of a run is (seed, step) for the data and the saved torch RNG state for
 t, ε and label dropout, so a run interrupted at step k and resumed equals an uninterrupted run.
@@ -24,11 +30,11 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checkpoints as ckpt
-from .configs import TrainConfig
-from .data import build_dataset, infinite_batches
+from .configs import IMAGENET_DATASET, TrainConfig
+from .data import StepBatches, _derived_seed, build_dataset, infinite_batches
 from .diffusion import create_diffusion
-from .models import DiT, build_model
-from .runtime import autocast, default_device, seed_everything
+from .models import BLOCKS, DiT, build_model
+from .runtime import autocast, seed_everything
 
 CHECKPOINT_DIR = "checkpoints"
 LOG_FILE = "log.jsonl"
@@ -37,9 +43,14 @@ KEEP_CHECKPOINTS = 2
 
 
 @torch.no_grad()
-def update_ema(ema_model: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    """θ_ema ← decay·θ_ema + (1 − decay)·θ, parameter by parameter (buffers are copied)."""
-    for ema_p, p in zip(ema_model.parameters(), model.parameters()):
+def update_ema(ema_model, model: torch.nn.Module, decay: float) -> None:
+    """θ_ema ← decay·θ_ema + (1 − decay)·θ, parameter by parameter.
+
+    `ema_model` is a module like `model`, or (under FSDP) a list of tensors shaped like this process's
+    shards of `model.parameters()`.
+    """
+    ema_params = ema_model if isinstance(ema_model, (list, tuple)) else ema_model.parameters()
+    for ema_p, p in zip(ema_params, model.parameters()):
         ema_p.lerp_(p.detach(), 1.0 - decay)
 
 
@@ -76,13 +87,14 @@ def _set_rng(tensors: dict[str, torch.Tensor], device: torch.device) -> None:
         torch.cuda.set_rng_state(tensors["rng.cuda"], device)
 
 
-def save_training_checkpoint(out_dir, step: int, model: DiT, ema: DiT, optimizer, config: TrainConfig,
-                             device: torch.device, elapsed_s: float) -> Path:
-    opt_tensors, opt_meta = ckpt.optimizer_to_tensors(optimizer)
-    tensors = {**ckpt.prefixed(model.state_dict(), "model"), **ckpt.prefixed(ema.state_dict(), "ema"),
+def _write_training_checkpoint(out_dir, step: int, model_state: dict, ema_state: dict, optimizer_state: dict,
+                               config: TrainConfig, model_config: dict, device: torch.device, elapsed_s: float,
+                               extra: dict | None = None) -> Path:
+    opt_tensors, opt_meta = ckpt.optimizer_to_tensors(optimizer_state)
+    tensors = {**ckpt.prefixed(model_state, "model"), **ckpt.prefixed(ema_state, "ema"),
                **opt_tensors, **_rng_tensors(device)}
-    meta = {"kind": "training", "step": step, "train_config": config.to_dict(), "model_config": model.config(),
-            "optimizer": opt_meta, "elapsed_s": elapsed_s}
+    meta = {"kind": "training", "step": step, "train_config": config.to_dict(), "model_config": model_config,
+            "optimizer": opt_meta, "elapsed_s": elapsed_s, **(extra or {})}
     stem = ckpt.save_checkpoint(Path(out_dir) / CHECKPOINT_DIR / f"step-{step:07d}", tensors, meta)
     for old in list_checkpoints(out_dir)[:-KEEP_CHECKPOINTS]:
         for suffix in (".json", ".safetensors"):
@@ -90,10 +102,22 @@ def save_training_checkpoint(out_dir, step: int, model: DiT, ema: DiT, optimizer
     return stem
 
 
-def save_final_weights(out_dir, step: int, ema: DiT, config: TrainConfig, elapsed_s: float, extra: dict | None = None) -> Path:
-    meta = {"kind": "weights", "step": step, "train_config": config.to_dict(), "model_config": ema.config(),
+def save_training_checkpoint(out_dir, step: int, model: DiT, ema: DiT, optimizer, config: TrainConfig,
+                             device: torch.device, elapsed_s: float) -> Path:
+    """model, EMA, AdamW state and RNG state at `step` -> out_dir/checkpoints/step-{step}.{safetensors,json}."""
+    return _write_training_checkpoint(out_dir, step, model.state_dict(), ema.state_dict(), optimizer.state_dict(),
+                                      config, model.config(), device, elapsed_s)
+
+
+def _write_final_weights(out_dir, step: int, ema_state: dict, model_config: dict, config: TrainConfig,
+                         elapsed_s: float, extra: dict | None = None) -> Path:
+    meta = {"kind": "weights", "step": step, "train_config": config.to_dict(), "model_config": model_config,
             "elapsed_s": elapsed_s, **(extra or {})}
-    return ckpt.save_checkpoint(Path(out_dir) / FINAL_WEIGHTS, ckpt.prefixed(ema.state_dict(), "ema"), meta)
+    return ckpt.save_checkpoint(Path(out_dir) / FINAL_WEIGHTS, ckpt.prefixed(ema_state, "ema"), meta)
+
+
+def save_final_weights(out_dir, step: int, ema: DiT, config: TrainConfig, elapsed_s: float, extra: dict | None = None) -> Path:
+    return _write_final_weights(out_dir, step, ema.state_dict(), ema.config(), config, elapsed_s, extra)
 
 
 def read_log(out_dir) -> list[dict]:
@@ -110,6 +134,58 @@ def _truncate_log(out_dir, step: int) -> None:
     (Path(out_dir) / LOG_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
+def _training_data(config: TrainConfig, dataset, device: torch.device, accelerator):
+    """(dataset, codec): what `train` draws batches from, and the VAE that encodes them on the fly (or None).
+
+    Pixels; a latent cache (`ditlib.latents`, built once by the main process); or, for configs with
+    `cache_latents=False` (the paper's), images encoded by the VAE batch by batch as in the official script.
+    """
+    codec = None
+    if dataset is None and config.dataset == IMAGENET_DATASET and not Path(config.dataset).is_dir():
+        raise ValueError(f"config {config.name!r} trains on ImageNet: pass --data-path DIR (the train folder, one "
+                         "sub-folder of images per class) or --latents CACHE (from `python -m ditlib encode-latents`)")
+    if config.vae and not config.cache_latents and not getattr(dataset, "selects_flips", False):
+        from .vae import load_vae
+
+        codec = load_vae(config.vae, device=device)
+        if dataset is None:
+            dataset = build_dataset(config.dataset, "train", image_size=config.image_size * codec.downsample_factor,
+                                    hflip=False)
+        if codec.latent_channels != config.in_channels:
+            raise ValueError(f"config {config.name!r} expects {config.in_channels} channels but the VAE's latents "
+                             f"have {codec.latent_channels}")
+    elif dataset is None and config.vae:
+        from .latents import build_latent_dataset
+
+        with accelerator.main_process_first():        # one process encodes and writes the cache; the others read it
+            dataset = build_latent_dataset(config.vae, config.dataset, "train")
+    elif dataset is None:
+        dataset = build_dataset(config.dataset, "train", image_size=config.image_size, hflip=False)
+    if codec is None and getattr(dataset, "in_channels", config.in_channels) != config.in_channels:
+        raise ValueError(f"config {config.name!r} expects {config.in_channels} channels but the dataset has {dataset.in_channels}")
+    if getattr(dataset, "num_classes", config.num_classes) > config.num_classes:
+        raise ValueError(f"config {config.name!r} has {config.num_classes} classes but the dataset has {dataset.num_classes}")
+    return dataset, codec
+
+
+@torch.no_grad()
+def _encode_batch(codec, x: torch.Tensor, seed: int, step: int, rows: slice, global_batch: int) -> torch.Tensor:
+    """Images -> scaled latent samples scale·(μ + σ·ε) (§3.1), as the official script does for every batch.
+    ε is drawn for the whole global batch from (seed, step) and this process keeps its rows."""
+    q = codec.encode(x)                                                        # μ, σ each (b, C, h, w)
+    noise_device = q.mean.device if q.mean.device.type == "cuda" else torch.device("cpu")
+    generator = torch.Generator(noise_device).manual_seed(_derived_seed(seed, "latent", step))
+    eps = torch.randn((global_batch, *q.mean.shape[1:]), generator=generator, device=noise_device)[rows]
+    return (q.mean + q.std * eps.to(q.mean.device)) * codec.scale_factor
+
+
+def _set_tf32(device: torch.device, enabled: bool) -> None:
+    """TF32 for float32 matmuls and convolutions on CUDA (Ampere and newer): ~8× the fp32 matmul rate, 10-bit mantissas."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = enabled
+        torch.backends.cudnn.allow_tf32 = enabled
+
+
 def train(config: TrainConfig, out_dir, max_steps: int | None = None, resume: bool = False,
           device: torch.device | str | None = None, progress: bool = True, dataset=None) -> dict:
     """Train `config` into `out_dir`; returns a summary dict (steps, time, final loss, paths).
@@ -117,60 +193,120 @@ def train(config: TrainConfig, out_dir, max_steps: int | None = None, resume: bo
     out_dir receives `checkpoints/step-*.{safetensors,json}` (model, EMA, AdamW, RNG; the last
     two kept), `log.jsonl` (loss, mse, vb, lr, img/s), `final.{safetensors,json}` (EMA weights only)
     and `loss.png`. `resume=True` continues from the newest checkpoint exactly.
+
+    Under `accelerate launch` every process runs this function: `config.batch_size` is the global batch
+    (it must divide by the number of processes), the main process writes every file, and the checkpoint
+    format is the same as a single process's, so runs move between one and many processes.
     """
+    from .distributed import (is_distributed, is_fsdp, load_full_state_dict, load_optimizer_state_full,
+                              make_accelerator, mark_step, optimizer_state_full, rank_rows, run_device, full_state_dict,
+                              sharded_ema, weights_swapped)
+
     out_dir = Path(out_dir)
     max_steps = config.max_steps if max_steps is None else max_steps
     if max_steps < 1:
         raise ValueError(f"max_steps must be at least 1, got {max_steps}")
-    device = default_device(str(device) if device is not None else None)
-    seed_everything(config.seed)
+    accelerator = make_accelerator(device, fsdp_wrap=(BLOCKS[config.block].__name__,))
+    device = run_device(accelerator, device)
+    distributed, fsdp, main = is_distributed(accelerator), is_fsdp(accelerator), accelerator.is_main_process
+    rows = rank_rows(accelerator, config.batch_size)          # this process's rows of every global batch
+    progress = progress and main
+    seed_everything(config.seed)                               # the same on every process: global draws
+    _set_tf32(device, config.tf32)
 
     existing = list_checkpoints(out_dir)
     if existing and not resume:
         raise FileExistsError(f"{out_dir} already holds checkpoints ({existing[-1].name}); "
                               f"pass --resume to continue that run or choose another --out")
-
-    if dataset is None and config.vae:
-        from .latents import build_latent_dataset
-        dataset = build_latent_dataset(config.vae, config.dataset, "train")
-    elif dataset is None:
-        dataset = build_dataset(config.dataset, "train", image_size=config.image_size, hflip=False)
-    if getattr(dataset, "in_channels", config.in_channels) != config.in_channels:
-        raise ValueError(f"config {config.name!r} expects {config.in_channels} channels but the dataset has {dataset.in_channels}")
-    if getattr(dataset, "num_classes", config.num_classes) > config.num_classes:
-        raise ValueError(f"config {config.name!r} has {config.num_classes} classes but the dataset has {dataset.num_classes}")
+    dataset, codec = _training_data(config, dataset, device, accelerator)
 
     model = build_model(config.model, **config.model_kwargs()).to(device)
+    model.gradient_checkpointing = config.grad_checkpointing
     ema = copy.deepcopy(model).requires_grad_(False).eval()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    param_names = [name for name, _ in model.named_parameters()]
     diffusion = create_diffusion("", noise_schedule=config.noise_schedule, learn_sigma=config.learn_sigma,
                                  diffusion_steps=config.diffusion_steps)
 
-    step, elapsed_before = 0, 0.0
+    step, elapsed_before, tensors, meta = 0, 0.0, None, None
     if resume and existing:
         tensors, meta = ckpt.load_checkpoint(existing[-1])
         if meta["train_config"]["model"] != config.model:
             raise ValueError(f"{existing[-1]} was trained with {meta['train_config']['model']}, not {config.model}")
-        model.load_state_dict(ckpt.subdict(tensors, "model"))
+        model.load_state_dict(ckpt.subdict(tensors, "ema" if fsdp else "model"))   # FSDP: the EMA is taken first
         ema.load_state_dict(ckpt.subdict(tensors, "ema"))
-        ckpt.optimizer_from_tensors(optimizer, tensors, meta["optimizer"])
-        _set_rng(tensors, device)
         step, elapsed_before = meta["step"], meta.get("elapsed_s", 0.0)
-        _truncate_log(out_dir, step)
+        if main:
+            _truncate_log(out_dir, step)
         if progress:
             print(f"resuming {config.name} from {existing[-1]} at step {step}")
     elif resume and progress:
         print(f"--resume: no checkpoint in {out_dir / CHECKPOINT_DIR}, starting from step 0")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
 
-    batches = infinite_batches(dataset, config.batch_size, seed=config.seed, start_step=step, hflip=config.hflip)
+    # DDP wraps the model (gradients are averaged in backward); FSDP shards it, and the EMA becomes a
+    # list of this process's shards. A plain process keeps the model as it is.
+    prepared = accelerator.prepare(model, device_placement=[False])
+    if fsdp:
+        ema = sharded_ema(prepared)
+        if tensors is not None:
+            load_full_state_dict(prepared, ckpt.subdict(tensors, "model"))
+    optimizer = torch.optim.AdamW(prepared.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = accelerator.prepare(optimizer, device_placement=[False])
+    scaler = None
+    if config.precision == "fp16":                # fp16 gradients underflow without loss scaling
+        if fsdp:
+            from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+            scaler = ShardedGradScaler()
+        else:
+            scaler = torch.amp.GradScaler(device.type)
+    if tensors is not None:
+        opt_state = ckpt.optimizer_state_from_tensors(tensors, meta["optimizer"])
+        if fsdp:
+            load_optimizer_state_full(prepared, optimizer.optimizer, opt_state, param_names)
+        else:
+            optimizer.load_state_dict(opt_state)
+        if scaler is not None and meta.get("grad_scaler"):
+            scaler.load_state_dict(meta["grad_scaler"])
+        _set_rng(tensors, device)
+        del tensors
+    forward_model = torch.compile(prepared) if config.compile else prepared
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+
+    # Batch `step` of the global stream; this process gets its rows. Worker processes decode images ahead.
+    if config.num_workers > 0:
+        batches = iter(torch.utils.data.DataLoader(
+            StepBatches(dataset, config.batch_size, seed=config.seed, hflip=config.hflip,
+                        num_shards=accelerator.num_processes, shard=accelerator.process_index),
+            batch_size=None, sampler=range(step, max_steps), num_workers=config.num_workers,
+            pin_memory=device.type == "cuda",
+            generator=torch.Generator()))  # the loader's own seed draw must not advance torch's global RNG
+    else:
+        batches = infinite_batches(dataset, config.batch_size, seed=config.seed, start_step=step, hflip=config.hflip,
+                                   num_shards=accelerator.num_processes, shard=accelerator.process_index)
+    draw_device = torch.device("cpu") if device.type == "xla" else device    # XLA: draw on the host, exactly resumable
 
     def model_fn(x, t, **kwargs):          # the diffusion sees float32 outputs whatever the autocast
-        return model(x, t, **kwargs).float()
+        return forward_model(x, t, **kwargs).float()
+
+    def gathered_state():                  # (model, EMA, AdamW) state dicts; a collective under FSDP
+        if fsdp:
+            model_state = full_state_dict(prepared)
+            with weights_swapped(prepared, ema):
+                ema_state = full_state_dict(prepared)
+            return model_state, ema_state, optimizer_state_full(prepared, optimizer.optimizer, param_names)
+        return model.state_dict(), ema.state_dict(), optimizer.state_dict()
+
+    def save_checkpoint():
+        states = gathered_state()
+        if main:
+            extra = {"grad_scaler": scaler.state_dict()} if scaler is not None else None
+            _write_training_checkpoint(out_dir, step, *states, config, model.config(), device,
+                                       elapsed_before + time.perf_counter() - start_time, extra)
+        accelerator.wait_for_everyone()
 
     model.train()
-    log_file = open(out_dir / LOG_FILE, "a")
+    log_file = open(out_dir / LOG_FILE, "a") if main else None
     start_time = time.perf_counter()
     window_start, window_images = time.perf_counter(), 0
     running = {"loss": 0.0, "mse": 0.0, "vb": 0.0}
@@ -179,58 +315,85 @@ def train(config: TrainConfig, out_dir, max_steps: int | None = None, resume: bo
     last_row: dict = {}
     try:
         while step < max_steps:
-            x, y = next(batches)
-            x, y = x.to(device), y.to(device)
-            t = torch.randint(0, diffusion.num_timesteps, (x.shape[0],), device=device)
+            x, y = next(batches)                                               # this process's rows
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if codec is not None:
+                x = _encode_batch(codec, x, config.seed, step, rows, config.batch_size)
+            n = config.batch_size                                              # draws for the global batch
+            t = torch.randint(0, diffusion.num_timesteps, (n,), device=draw_device)[rows].to(device)
+            noise = torch.randn((n, *x.shape[1:]), device=draw_device)[rows].to(device)
+            model_kwargs = {"y": y}
+            if config.class_dropout_prob > 0:                                  # label dropout for guidance
+                drop = torch.rand(n, device=draw_device) < config.class_dropout_prob
+                model_kwargs["force_drop_ids"] = drop[rows].to(device)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(config, step)
             with autocast(device, config.precision):
-                terms = diffusion.training_losses(model_fn, x, t, model_kwargs={"y": y})
+                terms = diffusion.training_losses(model_fn, x, t, model_kwargs=model_kwargs, noise=noise)
             loss = terms["loss"].mean()
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the lr or use precision='fp32'")
+            stats = torch.stack([loss.detach(), terms["mse"].mean().detach(), terms["vb"].mean().detach()])
+            if distributed:                                                    # the global-batch mean
+                stats = accelerator.reduce(stats, reduction="mean")
+            loss_value, mse_value, vb_value = stats.tolist()
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"loss became {loss_value} at step {step}; lower the lr or use precision='fp32'")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            accelerator.backward(scaler.scale(loss) if scaler is not None else loss)
             if config.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            update_ema(ema, model, ema_decay_at(config, step))
+                if scaler is not None:
+                    scaler.unscale_(optimizer)
+                accelerator.clip_grad_norm_(prepared.parameters(), config.grad_clip)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            update_ema(ema, prepared if fsdp else model, ema_decay_at(config, step))
+            mark_step(device)
             step += 1
 
-            running["loss"] += loss.item()
-            running["mse"] += terms["mse"].mean().item()
-            running["vb"] += terms["vb"].mean().item()
+            running["loss"] += loss_value
+            running["mse"] += mse_value
+            running["vb"] += vb_value
             running_n += 1
-            window_images += x.shape[0]
+            window_images += config.batch_size
             bar.update(1)
             if step % config.log_every == 0 or step == max_steps:
                 now = time.perf_counter()
                 last_row = {"step": step, **{k: v / running_n for k, v in running.items()},
                             "lr": lr_at(config, step - 1), "img_per_s": window_images / max(now - window_start, 1e-9),
                             "elapsed_s": elapsed_before + now - start_time}
-                log_file.write(json.dumps(last_row) + "\n")
-                log_file.flush()
+                if log_file is not None:
+                    log_file.write(json.dumps(last_row) + "\n")
+                    log_file.flush()
                 bar.set_postfix(loss=f"{last_row['loss']:.4f}", img_s=f"{last_row['img_per_s']:.0f}")
                 running = {k: 0.0 for k in running}
                 running_n, window_start, window_images = 0, now, 0
             if step % config.ckpt_every == 0 or step == max_steps:
-                save_training_checkpoint(out_dir, step, model, ema, optimizer, config, device,
-                                         elapsed_before + time.perf_counter() - start_time)
+                save_checkpoint()
     except KeyboardInterrupt:
-        path = save_training_checkpoint(out_dir, step, model, ema, optimizer, config, device,
-                                        elapsed_before + time.perf_counter() - start_time)
-        print(f"\ninterrupted: saved {path}; continue with --resume")
+        if main and not fsdp:              # an FSDP checkpoint needs every process, which are stopping too
+            path = _write_training_checkpoint(out_dir, step, model.state_dict(), ema.state_dict(),
+                                              optimizer.state_dict(), config, model.config(), device,
+                                              elapsed_before + time.perf_counter() - start_time,
+                                              {"grad_scaler": scaler.state_dict()} if scaler is not None else None)
+            print(f"\ninterrupted: saved {path}; continue with --resume")
         raise
     finally:
         bar.close()
-        log_file.close()
+        if log_file is not None:
+            log_file.close()
 
     elapsed = elapsed_before + time.perf_counter() - start_time
-    final = save_final_weights(out_dir, step, ema, config, elapsed)
-    try:
-        plot_loss(out_dir)
-    except Exception as err:  # a plot must never cost a finished run
-        print(f"(could not draw loss.png: {err})")
+    ema_state = gathered_state()[1] if fsdp else ema.state_dict()
+    final = Path(out_dir) / FINAL_WEIGHTS
+    if main:
+        final = _write_final_weights(out_dir, step, ema_state, model.config(), config, elapsed)
+        try:
+            plot_loss(out_dir)
+        except Exception as err:  # a plot must never cost a finished run
+            print(f"(could not draw loss.png: {err})")
+    accelerator.wait_for_everyone()
     return {"steps": step, "elapsed_s": elapsed, "final_loss": last_row.get("loss", math.nan),
             "final_weights": str(final), "out_dir": str(out_dir)}
 
