@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 __all__ = ["Feedback", "require", "CHECKS", "check_q_sample", "check_reparameterized_sample",
-           "check_posterior_mean_variance", "check_latent_scale_factor", "check_patchify", "check_sincos_1d"]
+           "check_posterior_mean_variance", "check_latent_scale_factor", "check_patchify", "check_sincos_1d",
+           "check_modulate", "check_adaln_zero_block", "check_cfg"]
 
 
 @dataclass(frozen=True)
@@ -535,3 +536,156 @@ def check_sincos_1d(fn) -> str:
                 formula="[sin(m·ω_k) for all k, then cos(m·ω_k) for all k] with ω_k = 1/10000^(2k/D)")
     return (f"sincos_1d matches [sin(m·ω_k), cos(m·ω_k)] with ω_k = 1/10000^(2k/D) "
             f"on {len(cases)} test cases.")
+
+#################################################################################
+#        Lesson 06a: adaLN's modulate, x·(1 + γ) + β broadcast over tokens       #
+#################################################################################
+
+_MOD_HINTS = {"broadcast": "shift and scale are (N, D): unsqueeze them to (N, 1, D) so that they broadcast over "
+                           "the T tokens of x (N, T, D)",
+              "TypeError": "check the signature modulate(x, shift, scale) and use torch operations",
+              "default": "compute x·(1 + scale) + shift with scale and shift unsqueezed to (N, 1, D)"}
+
+
+@_exercise("modulate")
+def check_modulate(fn) -> str:
+    cases = [((2, 5, 8), torch.float32, "x of shape (2, 5, 8)"),
+             ((3, 3, 4), torch.float32, "a batch of 3 with 3 tokens (N = T)"),
+             ((1, 7, 6), torch.float64, "a single float64 sample with 7 tokens"),
+             ((4, 4, 16), torch.float32, "a batch of 4 with 4 tokens of width 16")]
+    g = torch.Generator().manual_seed(6)
+    for shape, dtype, case in cases:
+        n, T, D = shape
+        x, shift, scale = _randn(g, shape, dtype), _randn(g, (n, D), dtype), _randn(g, (n, D), dtype)
+        out = _tensor(_call(fn, (x.clone(), shift.clone(), scale.clone()), _MOD_HINTS))
+        _shape(out, shape, hint=" (the shape of x) — unsqueeze shift and scale to (N, 1, D)")
+        _finite(out)
+        x64, b, s = x.double(), shift.double()[:, None], scale.double()[:, None]    # b, s: (N, 1, D)
+        variants = [
+            (x64 * s + b, "It looks like you forgot the 1 +: adaLN scales by (1 + γ), so that γ = 0 (a zero "
+                          "regression output) leaves the normalised x unchanged — x·(1 + scale) + shift."),
+            (x64 * (1 + b) + s, "shift and scale are swapped: the output is x·(1 + scale) + shift, so scale "
+                                "multiplies and shift is added."),
+            ((x64 + b) * (1 + s), "You added the shift before scaling: the order is x·(1 + scale) + shift, "
+                                  "the shift is added last."),
+            (x64 * (1 + scale.double()[None]) + shift.double()[None] if T == n else None,
+             "It looks like shift and scale broadcast along the token dimension instead of the batch: unsqueeze "
+             "them to (N, 1, D), e.g. scale.unsqueeze(1), so every token of sample i gets sample i's shift and scale."),
+        ]
+        _values(out, x64 * (1 + s) + b, variants, atol=1e-5, rtol=1e-4, case=case,
+                formula="x·(1 + scale) + shift with shift, scale unsqueezed to (N, 1, D)")
+    return f"modulate matches x·(1 + scale) + shift, broadcast over tokens, on {len(cases)} test cases."
+
+#################################################################################
+#             Lesson 06b: the adaLN-Zero DiT block's forward (§3.2)              #
+#################################################################################
+
+_BLOCK_HINTS = {"broadcast": "the six modulation vectors are (N, D): unsqueeze them to (N, 1, D) to broadcast over "
+                             "the tokens (modulate does it for shift and scale; do it for the gates too)",
+                "AttributeError": "use the block's submodules norm1, attn, norm2, mlp and adaLN_modulation",
+                "TypeError": "check the signature adaln_zero_block_forward(block, x, c)",
+                "default": "split block.adaLN_modulation(c) into six (N, D) chunks and build the two gated "
+                           "residual branches"}
+
+
+def _random_dit_block(g: torch.Generator, hidden_size: int, num_heads: int, dtype) -> torch.nn.Module:
+    """A DiTBlock with every weight drawn from `g` (non-zero modulation, so the gates matter)."""
+    from .models import DiTBlock
+
+    with torch.random.fork_rng(devices=[]):            # nn.Linear's own init must not touch the global RNG
+        block = DiTBlock(hidden_size, num_heads, mlp_ratio=2.0)
+    with torch.no_grad():
+        for p in block.parameters():
+            p.copy_(_randn(g, p.shape) * (0.5 / math.sqrt(p.shape[-1])) + (0.1 if p.ndim == 1 else 0.0))
+    return block.to(dtype).eval()
+
+
+def _block_variant(block, x, c, order=("shift", "scale", "gate"), gates="branch", fresh_norm=True):
+    """The adaLN-Zero block with a mistake: chunk `order`, `gates` in {"branch", "none", "stream", "both"},
+    or (fresh_norm=False) the MLP branch reusing the first normalisation of x."""
+    from .models import modulate
+
+    chunks = block.adaLN_modulation(c).chunk(6, dim=1)
+    msa = dict(zip(order, chunks[:3]))
+    mlp = dict(zip(order, chunks[3:]))
+    h0 = block.norm1(x)
+
+    def branch(x, mod, layer, h):
+        out = layer(modulate(h, mod["shift"], mod["scale"]))
+        gate = mod["gate"].unsqueeze(1)
+        return {"branch": x + gate * out, "none": x + out, "stream": gate * x + out, "both": gate * (x + out)}[gates]
+
+    x = branch(x, msa, block.attn, h0)
+    return branch(x, mlp, block.mlp, block.norm2(x) if fresh_norm else h0)
+
+
+@_exercise("adaln_zero_block")
+def check_adaln_zero_block(fn) -> str:
+    cases = [(2, 5, 16, 2, torch.float32, "a batch of 2 with 5 tokens of width 16"),
+             (1, 4, 8, 2, torch.float32, "a single sample with 4 tokens"),
+             (3, 6, 12, 3, torch.float64, "float64 inputs, 3 samples, 6 tokens, 3 heads")]
+    g = torch.Generator().manual_seed(7)
+    for n, T, D, heads, dtype, case in cases:
+        block = _random_dit_block(g, D, heads, dtype)
+        x, c = _randn(g, (n, T, D), dtype), _randn(g, (n, D), dtype)
+        with torch.no_grad():
+            out = _tensor(_call(fn, (block, x.clone(), c.clone()), _BLOCK_HINTS))
+            _shape(out, (n, T, D), hint=" (the shape of x)")
+            _finite(out)
+            ref = block(x, c)
+            variants = [
+                (_block_variant(block, x, c, gates="none"), "It looks like you left out the gates α: each branch "
+                 "is multiplied by its gate before the residual add, x + gate.unsqueeze(1)·branch (that is the "
+                 "'Zero' of adaLN-Zero)."),
+                (_block_variant(block, x, c, gates="stream"), "The gate multiplies the residual stream; it should "
+                 "multiply the branch output: x + gate·attn(modulate(norm1(x), shift, scale))."),
+                (_block_variant(block, x, c, gates="both"), "The gate multiplies the sum x + branch; it should "
+                 "multiply the branch output only: x + gate·attn(modulate(norm1(x), shift, scale))."),
+                (_block_variant(block, x, c, order=("scale", "shift", "gate")), "Your chunks are in the wrong "
+                 "order: adaLN_modulation(c).chunk(6, dim=1) gives (shift, scale, gate) for attention, then "
+                 "(shift, scale, gate) for the MLP."),
+                (_block_variant(block, x, c, order=("gate", "shift", "scale")), "Your chunks are in the wrong "
+                 "order: the gate comes last, (shift, scale, gate) for attention, then the same for the MLP."),
+                (_block_variant(block, x, c, fresh_norm=False), "The MLP branch reuses norm1(x) from before the "
+                 "attention update: normalise the updated x again with norm2(x) after the first residual add."),
+            ]
+            _values(out, ref, variants, atol=1e-4, rtol=1e-4, case=case,
+                    formula="x + α1·attn(modulate(norm1(x), β1, γ1)), then x + α2·mlp(modulate(norm2(x), β2, γ2))")
+    return f"adaln_zero_block_forward matches ditlib's DiTBlock with random modulation weights on {len(cases)} test cases."
+
+#################################################################################
+#        Lesson 09: classifier-free guidance, ε̂ = ε(∅) + s·(ε(y) − ε(∅))        #
+#################################################################################
+
+_CFG_HINTS = {"TypeError": "check the signature guided_eps(cond_eps, uncond_eps, cfg_scale); cfg_scale is a float",
+              "default": "compute uncond_eps + cfg_scale·(cond_eps − uncond_eps)"}
+
+
+@_exercise("cfg")
+def check_cfg(fn) -> str:
+    cases = [((2, 4, 8, 8), 1.5, torch.float32, "2 latents with cfg_scale = 1.5"),
+             ((1, 1, 6, 6), 4.0, torch.float32, "a single image with cfg_scale = 4"),
+             ((3, 4, 4, 4), 0.0, torch.float64, "float64 inputs with cfg_scale = 0 (purely unconditional)"),
+             ((2, 3, 5, 5), 2.5, torch.float64, "float64 inputs with cfg_scale = 2.5")]
+    g = torch.Generator().manual_seed(9)
+    for shape, s, dtype, case in cases:
+        cond, uncond = _randn(g, shape, dtype), _randn(g, shape, dtype)
+        out = _tensor(_call(fn, (cond.clone(), uncond.clone(), s), _CFG_HINTS))
+        _shape(out, shape, hint=" (the shape of cond_eps)")
+        _finite(out)
+        e_c, e_u = cond.double(), uncond.double()
+        variants = [
+            (e_c + s * (e_c - e_u), "You started from the conditional prediction: guidance starts from the "
+                                    "unconditional one, ε(x, ∅) + s·(ε(x, y) − ε(x, ∅)), so that s = 1 gives ε(x, y)."),
+            (e_c + s * (e_u - e_c), "The roles of cond_eps and uncond_eps are swapped: ε̂ = uncond_eps + "
+                                    "s·(cond_eps − uncond_eps) moves away from the unconditional prediction."),
+            (s * e_c, "You only scaled the conditional prediction: guidance extrapolates from the unconditional "
+                      "one, uncond_eps + s·(cond_eps − uncond_eps)."),
+            (s * (e_c - e_u), "You forgot to add the unconditional prediction back: ε̂ = uncond_eps + "
+                              "s·(cond_eps − uncond_eps)."),
+            (e_u + (s - 1) * (e_c - e_u), "Your scale is off by one (you used s − 1): with the DiT convention "
+                                          "ε̂ = uncond_eps + s·(cond_eps − uncond_eps), s = 1 means no guidance."),
+        ]
+        _values(out, e_u + s * (e_c - e_u), variants, atol=1e-5, rtol=1e-4, case=case,
+                formula="uncond_eps + cfg_scale·(cond_eps − uncond_eps)")
+    return f"guided_eps matches the cfg rule ε(x, ∅) + s·(ε(x, y) − ε(x, ∅)) on {len(cases)} test cases."

@@ -400,15 +400,15 @@ def train(config: TrainConfig, out_dir, max_steps: int | None = None, resume: bo
 
 def plot_loss(out_dir, path=None):
     """Draw the logged loss (and its mse / vb parts) against the step into out_dir/loss.png."""
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    # A bare Figure (no pyplot): works without a display and never changes a notebook's backend.
+    from matplotlib.figure import Figure
 
     rows = read_log(out_dir)
     if not rows:
         return None
     steps = [r["step"] for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     for key in ("loss", "mse", "vb"):
         ax.plot(steps, [r[key] for r in rows], label=key)
     ax.set_yscale("log")
@@ -419,7 +419,6 @@ def plot_loss(out_dir, path=None):
     fig.tight_layout()
     path = Path(path or Path(out_dir) / "loss.png")
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 

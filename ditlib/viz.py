@@ -227,3 +227,42 @@ def choice_widget(options: Sequence, draw: Callable, description: str = "", valu
     buttons.observe(render, names="value")
     render()
     return widgets.VBox([buttons, out])
+
+
+# The four DiT block designs of §3.2 (Figure 3) as boxes, bottom to top. "+" is a residual add; a box
+# named in `_CONDITIONED` receives the conditioning (t, y) or vectors regressed from it.
+BLOCK_DIAGRAMS = {
+    "in-context": ["tokens ‖ [t, y]", "LayerNorm", "self-attention", "+", "LayerNorm", "MLP", "+", "after last block: drop [t, y]"],
+    "cross-attention": ["tokens", "LayerNorm", "self-attention", "+", "LayerNorm", "cross-attn ← [t, y]", "+",
+                        "LayerNorm", "MLP", "+"],
+    "adaLN": ["tokens", "LayerNorm", "scale γ₁, shift β₁", "self-attention", "+", "LayerNorm", "scale γ₂, shift β₂",
+              "MLP", "+"],
+    "adaLN-Zero": ["tokens", "LayerNorm", "scale γ₁, shift β₁", "self-attention", "gate α₁", "+", "LayerNorm",
+                   "scale γ₂, shift β₂", "MLP", "gate α₂", "+"],
+}
+_CONDITIONED = ("[t, y]", "γ", "α")
+
+
+def block_diagrams(designs: Sequence[str] = tuple(BLOCK_DIAGRAMS), height: float = 5.5):
+    """Boxes-and-arrows drawings of the DiT block designs (§3.2, Figure 3), one column each.
+
+    Boxes that take the conditioning are orange; residual adds are circles. Returns the Figure.
+    """
+    fig, axes = plt.subplots(1, len(designs), figsize=(2.6 * len(designs), height), squeeze=False)
+    for ax, design in zip(axes[0], designs):
+        steps = BLOCK_DIAGRAMS[design]
+        ys = np.linspace(0.04, 0.92, len(steps))
+        for i, (label, y) in enumerate(zip(steps, ys)):
+            if i:
+                ax.annotate("", xy=(0.5, y - 0.025), xytext=(0.5, ys[i - 1] + 0.025),
+                            arrowprops=dict(arrowstyle="->", color="gray"))
+            conditioned = any(mark in label for mark in _CONDITIONED)
+            style = dict(boxstyle="circle" if label == "+" else "round", ec="black",
+                         fc="#ffcc80" if conditioned else ("white" if label == "+" else "#bbdefb"))
+            ax.text(0.5, y, label, ha="center", va="center", fontsize=8, bbox=style)
+        ax.set_title(design, fontsize=10)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig

@@ -51,9 +51,24 @@ def sincos_1d(embed_dim, positions):
     return torch.cat([arg.sin(), arg.cos()], dim=1)
 
 
+def modulate(x, shift, scale):
+    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+def adaln_zero_block_forward(block, x, c):
+    shift1, scale1, gate1, shift2, scale2, gate2 = block.adaLN_modulation(c).chunk(6, dim=1)
+    x = x + gate1.unsqueeze(1) * block.attn(modulate(block.norm1(x), shift1, scale1))
+    return x + gate2.unsqueeze(1) * block.mlp(modulate(block.norm2(x), shift2, scale2))
+
+
+def guided_eps(cond_eps, uncond_eps, cfg_scale):
+    return uncond_eps + cfg_scale * (cond_eps - uncond_eps)
+
+
 SOLUTIONS = {"q_sample": q_sample, "reparameterized_sample": reparameterized_sample,
              "posterior_mean_variance": posterior_mean_variance, "latent_scale_factor": latent_scale_factor,
-             "patchify": patchify, "sincos_1d": sincos_1d}
+             "patchify": patchify, "sincos_1d": sincos_1d, "modulate": modulate,
+             "adaln_zero_block": adaln_zero_block_forward, "cfg": guided_eps}
 
 
 def not_implemented(*args):
@@ -347,3 +362,89 @@ def test_sincos_check_spots_swapped_halves_interleaving_and_missing_factor_two()
 def test_sincos_check_hints_at_torch_positions_when_numpy_only_code_fails():
     _fails_with(ex.check_sincos_1d, lambda d, p: get_1d_sincos_pos_embed_from_grid(d, p), "AttributeError",
                 "torch.as_tensor")
+
+
+def test_modulate_solution_equals_ditlib_modulate():
+    from ditlib.models import modulate as ditlib_modulate
+    g = torch.Generator().manual_seed(0)
+    x, shift, scale = torch.randn(3, 5, 8, generator=g), torch.randn(3, 8, generator=g), torch.randn(3, 8, generator=g)
+    assert torch.equal(modulate(x, shift, scale), ditlib_modulate(x, shift, scale))
+
+
+def test_modulate_check_spots_missing_one_swapped_roles_and_token_broadcast():
+    _fails_with(ex.check_modulate, lambda x, b, s: x * s.unsqueeze(1) + b.unsqueeze(1), "forgot the 1 +")
+    _fails_with(ex.check_modulate, lambda x, b, s: x * (1 + b.unsqueeze(1)) + s.unsqueeze(1), "swapped")
+    _fails_with(ex.check_modulate, lambda x, b, s: (x + b.unsqueeze(1)) * (1 + s.unsqueeze(1)), "added the shift before")
+    _fails_with(ex.check_modulate, lambda x, b, s: x * (1 + s) + b, "(N, 1, D)")        # errors when T != N
+
+    def silent(x, b, s):                    # broadcasts over tokens only when it can (T == N), never errors
+        if x.shape[0] == x.shape[1]:
+            return x * (1 + s) + b
+        return modulate(x, b, s)
+    _fails_with(ex.check_modulate, silent, "token dimension", "(N, 1, D)")
+
+
+def _block_with(gates="branch", order=(0, 1, 2), fresh_norm=True, one_modulation=False):
+    def forward(block, x, c):
+        chunks = block.adaLN_modulation(c).chunk(6, dim=1)
+        first, second = [chunks[i] for i in order], [chunks[3 + i] for i in order]
+        if one_modulation:
+            second = first
+        h = block.norm1(x)
+        for layer, (shift, scale, gate), norm in ((block.attn, first, None), (block.mlp, second, block.norm2)):
+            if norm is not None and fresh_norm:
+                h = norm(x)
+            out = layer(modulate(h, shift, scale))
+            g = gate.unsqueeze(1)
+            x = {"branch": x + g * out, "none": x + out, "stream": g * x + out}[gates]
+        return x
+    return forward
+
+
+def test_adaln_zero_block_reference_equals_ditlib_block_and_check_spots_gate_mistakes():
+    assert ex.check_adaln_zero_block(_block_with()), "the variant helper itself must be right"
+    assert ex.check_adaln_zero_block(lambda block, x, c: block(x, c))
+    _fails_with(ex.check_adaln_zero_block, _block_with(gates="none"), "left out the gates")
+    _fails_with(ex.check_adaln_zero_block, _block_with(gates="stream"), "residual stream")
+
+
+def test_adaln_zero_block_check_spots_chunk_order_and_stale_norm():
+    _fails_with(ex.check_adaln_zero_block, _block_with(order=(1, 0, 2)), "wrong order", "(shift, scale, gate)")
+    _fails_with(ex.check_adaln_zero_block, _block_with(order=(1, 2, 0)), "gate comes last")
+    _fails_with(ex.check_adaln_zero_block, _block_with(fresh_norm=False), "norm2(x)")
+    _fails_with(ex.check_adaln_zero_block, _block_with(one_modulation=True), "wrong values")
+
+
+def test_adaln_zero_block_check_names_missing_gate_unsqueeze():
+    def gate_not_unsqueezed(block, x, c):
+        s1, b1, g1, s2, b2, g2 = block.adaLN_modulation(c).chunk(6, dim=1)
+        x = x + g1 * block.attn(modulate(block.norm1(x), s1, b1))
+        return x + g2 * block.mlp(modulate(block.norm2(x), s2, b2))
+    _fails_with(ex.check_adaln_zero_block, gate_not_unsqueezed, "(N, 1, D)")
+
+
+def test_adaln_zero_block_check_leaves_global_random_state_alone():
+    state = torch.random.get_rng_state()
+    ex.check_adaln_zero_block(adaln_zero_block_forward)
+    assert torch.equal(state, torch.random.get_rng_state())
+
+
+def test_cfg_solution_matches_ditlib_forward_with_cfg():
+    model = build_model("DiT-debug/2", input_size=8, in_channels=4, num_classes=10, learn_sigma=False)
+    torch.nn.init.normal_(model.final_layer.linear.weight, std=0.1)       # non-zero output
+    g = torch.Generator().manual_seed(0)
+    x, t = torch.randn(2, 4, 8, 8, generator=g), torch.tensor([10, 500, 10, 500])
+    y = torch.tensor([3, 7, 10, 10])
+    with torch.no_grad():
+        out = model.forward(torch.cat([x, x]), t, y)
+        guided = model.forward_with_cfg(torch.cat([x, x]), t, y, cfg_scale=3.0)
+    assert torch.allclose(guided[:2], guided_eps(out[:2], out[2:], 3.0), atol=1e-5)
+
+
+def test_cfg_check_spots_wrong_start_swapped_roles_and_missing_uncond():
+    _fails_with(ex.check_cfg, lambda c, u, s: c + s * (c - u), "started from the conditional")
+    _fails_with(ex.check_cfg, lambda c, u, s: c + s * (u - c), "swapped")
+    _fails_with(ex.check_cfg, lambda c, u, s: s * c, "only scaled the conditional")
+    _fails_with(ex.check_cfg, lambda c, u, s: s * (c - u), "forgot to add the unconditional")
+    _fails_with(ex.check_cfg, lambda c, u, s: u + (s - 1) * (c - u), "off by one")
+    assert ex.check_cfg(lambda c, u, s: s * c + (1 - s) * u)               # the same rule, rearranged

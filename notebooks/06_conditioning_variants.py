@@ -1,0 +1,369 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 06 · Conditioning: how t and y get into the transformer
+#
+# Lesson 05 turned a latent into a sequence of tokens. A denoiser must also know *how noisy* its input
+# is (the timestep t) and *what* to draw (the class y). This lesson builds the two embeddings, then puts
+# the four ways of feeding them to a transformer block from the DiT paper next to each other, in code,
+# in pictures, in Gflops and in FID.
+#
+# **Learning objectives.** After this lesson you can
+# 1. compute the sinusoidal timestep features by hand and say what the MLP after them is for;
+# 2. explain the label table's extra "null" row and the label dropout that classifier-free guidance needs;
+# 3. describe the four block designs (in-context, cross-attention, adaLN, adaLN-Zero) and what each costs;
+# 4. show that an adaLN-Zero block is the identity at initialisation, and why that helps;
+# 5. implement `modulate` and the forward pass of an adaLN-Zero block.
+#
+# **Paper.** DiT §3.2 *DiT block design* (Figure 3) and the comparison in §5, Figure 5 (FID against training
+# steps for the four designs on DiT-XL/2: adaLN-Zero is best). The timestep embedding follows ADM/DDPM;
+# the null class and label dropout come from classifier-free guidance (Ho & Salimans 2022), used in DiT §4.
+#
+# *Quick mode* (`DITLIB_QUICK=1`) trains each design for 6 steps on 256 images instead of 150 steps on
+# the whole latent training set; every check still runs.
+
+# %%
+import json
+import math
+import tempfile
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+
+import ditlib
+from ditlib import exercises, viz
+from ditlib.checkpoints import load_model
+from ditlib.configs import TRAIN_CONFIGS
+from ditlib.data import DATA_DIR, FashionMNIST
+from ditlib.flops import PAPER_BLOCK_GFLOPS, block_design_table
+from ditlib.latents import LatentDataset, build_latent_dataset, encode_dataset
+from ditlib.models import BLOCK_DESIGNS, build_model, timestep_embedding
+from ditlib.runtime import pick
+from ditlib.train import read_log, train
+from ditlib.vae import load_vae
+
+ROOT = Path(ditlib.__file__).resolve().parents[1]
+torch.manual_seed(0)
+# The course's latent DiT-T/2: 8×8×4 latents, patch 2 -> 16 tokens of width 192, 10 classes.
+model_kwargs = dict(input_size=8, in_channels=4, num_classes=10)
+
+# %% [markdown]
+# ## 1. The timestep: sinusoids, then an MLP
+#
+# t is a single integer in [0, 999]. DiT embeds it like ADM: 256 sinusoidal features with geometrically
+# spaced frequencies, ω_k = 10000^(−k/128) for k = 0 … 127,
+#
+# $$\mathrm{emb}(t) = \big[\cos(t\,\omega_0), \dots, \cos(t\,\omega_{127}),\ \sin(t\,\omega_0), \dots, \sin(t\,\omega_{127})\big],$$
+#
+# then a two-layer MLP (Linear 256→D, SiLU, Linear D→D) maps them to the model width D (§3.2; the frequency
+# embedding is ADM's, the MLP DiT's).
+# Build the features by hand and compare with `ditlib`:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+t = torch.tensor([0, 1, 250, 999])
+half = 128
+freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32) / half)    # ω_k, (128,)
+args = t[:, None].float() * freqs[None]                                                # (4, 128)
+emb_by_hand = torch.cat([torch.cos(args), torch.sin(args)], dim=1)                     # (4, 256)
+assert torch.allclose(emb_by_hand, timestep_embedding(t, 256))
+print("features:", tuple(emb_by_hand.shape), f"  highest frequency ω_0 = {freqs[0]:.0f}, lowest ω_127 = {freqs[-1]:.2e}")
+
+# %% [markdown]
+# Each row of the picture is one t. The fast sinusoids (left of each half) tell neighbouring timesteps apart;
+# the slow ones (right) tell early from late. Every t gets a unique, smooth code.
+
+# %%
+all_t = torch.arange(1000)
+fig, ax = plt.subplots(figsize=(8, 3))
+ax.imshow(timestep_embedding(all_t, 256).numpy(), aspect="auto", cmap="RdBu", interpolation="nearest")
+ax.set(xlabel="feature (cos half | sin half)", ylabel="timestep t", title="timestep_embedding(t, 256)");
+
+# %% [markdown]
+# The MLP is learned: it turns these fixed features into whatever D-dimensional code the blocks find most
+# useful. In the model it sits in `t_embedder`:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+model = build_model("DiT-T/2", **model_kwargs)
+print(model.t_embedder.mlp)
+print("t_emb:", tuple(model.t_embedder(t).shape))
+
+# %% [markdown]
+# ## 2. The class label: a table with a "null" row
+#
+# y is looked up in an embedding table (`nn.Embedding`). The table has **one more row than there are
+# classes**: row `num_classes` is the null class ∅, "no label". During training each label is replaced by ∅
+# with probability `class_dropout_prob` = 0.1, so the same network also learns the *unconditional* model
+# ε(x_t, ∅). Classifier-free guidance (lesson 09) needs both.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+table = model.y_embedder.embedding_table
+print("label table:", tuple(table.weight.shape), f"= ({model.num_classes} classes + ∅, D = {model.hidden_size})")
+labels = torch.tensor([3, 7, 1, 9])
+dropped = model.y_embedder.token_drop(labels, force_drop_ids=torch.tensor([0, 1, 0, 1]))
+assert dropped.tolist() == [3, model.num_classes, 1, model.num_classes]
+print("labels", labels.tolist(), "-> with rows 1 and 3 dropped:", dropped.tolist(), "(10 = ∅)")
+
+# %% [markdown]
+# Without forced ids, `token_drop` drops each label at random; the rate is `class_dropout_prob`:
+
+# %%
+torch.manual_seed(0)
+many = torch.zeros(100_000, dtype=torch.long)
+rate = (model.y_embedder.token_drop(many) == model.num_classes).float().mean().item()
+assert abs(rate - model.class_dropout_prob) < 0.005
+print(f"dropped {rate:.3%} of 100,000 labels (class_dropout_prob = {model.class_dropout_prob})")
+
+# %% [markdown]
+# ## 3. Four ways into a block
+#
+# With t_emb and y_emb in hand (each a D-vector per image), §3.2 tries four block designs:
+#
+# - **In-context conditioning.** Append t_emb and y_emb as two extra tokens (like ViT's cls token) and use a
+#   plain ViT block. They are removed after the last block. Cost: two more tokens, ≈ nothing.
+# - **Cross-attention.** Stack [t_emb, y_emb] as a length-2 sequence; after self-attention, each block
+#   cross-attends to it. Cost: the most Gflops, "roughly a 15% overhead".
+# - **Adaptive layer norm (adaLN).** Replace the LayerNorms' learned scale and shift with ones *regressed*
+#   from c = t_emb + y_emb: the same (γ, β) for every token. Cheapest.
+# - **adaLN-Zero.** adaLN plus a per-channel gate α on each residual branch, also regressed from c; the
+#   regression layer is initialised to zero, so α = 0 and each block starts as the identity.
+#
+# In `ditlib` they are four classes behind one switch, `DiT(block=...)`. Only the blocks (and the final
+# LayerNorm) differ; everything else is shared. The submodules of one block of each:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+models = {design: build_model("DiT-T/2", block=design, **model_kwargs) for design in BLOCK_DESIGNS}
+for design, m in models.items():
+    block = m.blocks[0]
+    parts = ", ".join(f"{name}: {type(child).__name__}" for name, child in block.named_children())
+    print(f"{design:16s} {type(block).__name__:20s} {sum(p.numel() for p in block.parameters()):>7,} params\n"
+          f"{'':16s} {parts}")
+
+# %% [markdown]
+# The same four as pictures (bottom to top; orange boxes receive the conditioning, ⊕ adds the branch back
+# to the block's input):
+
+# %%
+viz.block_diagrams();
+
+# %% [markdown]
+# ### adaLN in code
+#
+# The adaLN blocks condition through one operation, `modulate`: after a LayerNorm *without* learned affine
+# parameters, scale and shift every token by vectors regressed from c,
+#
+# $$\mathrm{modulate}(h, \beta, \gamma) = h \odot (1 + \gamma) + \beta, \qquad h\in\mathbb R^{N\times T\times D},\ \beta,\gamma\in\mathbb R^{N\times D}.$$
+#
+# The "1 +" makes γ = 0 mean "leave the normalised h alone". adaLN-Zero's regression MLP outputs six such
+# vectors, (β₁, γ₁, α₁) for the attention branch and (β₂, γ₂, α₂) for the MLP branch:
+#
+# $$x \leftarrow x + \alpha_1 \odot \mathrm{Attn}\big(\mathrm{modulate}(\mathrm{LN}(x), \beta_1, \gamma_1)\big),\qquad
+#   x \leftarrow x + \alpha_2 \odot \mathrm{MLP}\big(\mathrm{modulate}(\mathrm{LN}(x), \beta_2, \gamma_2)\big).$$
+#
+# You will write both in the exercise. First, what the zero initialisation does.
+#
+# ## 4. adaLN-Zero starts as the identity
+#
+# `DiT.initialize_weights` zeroes the last Linear of every block's `adaLN_modulation` and the final layer.
+# Then all six vectors are 0: α = 0 switches both branches off, and each block returns its input exactly.
+# The paper motivates this with ResNets, where initialising every residual block as the identity helps (Goyal
+# et al. zero-initialise the last batch-norm scale of each block to speed up large-scale training). The plain
+# adaLN block has no
+# gates, so it changes its input from the first step:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+x = torch.randn(2, 16, 192)                    # (N, T, D) tokens
+c = torch.randn(2, 192)                        # (N, D) conditioning vector t_emb + y_emb
+with torch.no_grad():
+    for block in models["adaLN-Zero"].blocks:
+        assert torch.equal(block(x, c), x)     # exactly, not approximately
+    adaln_change = (models["adaLN"].blocks[0](x, c) - x).abs().max().item()
+    out = models["adaLN-Zero"](torch.randn(2, 4, 8, 8), torch.tensor([10, 900]), torch.tensor([1, 2]))
+assert adaln_change > 0.1 and torch.equal(out, torch.zeros_like(out))
+print("adaLN-Zero: every block is the identity and the model outputs 0 at initialisation")
+print("adaLN:      the first block already changes its input")
+
+# %% [markdown]
+# A deep stack of identity blocks is easy to optimise: gradients reach every layer unchanged, and each
+# block learns *how much* to contribute through its own α. Section 7 shows what that buys.
+#
+# ## 5. What each design costs
+#
+# Gflops per forward pass of one image, by the paper's convention (`ditlib.flops`, lesson 05), for the paper's
+# DiT-XL/2 at 256×256 and for our latent DiT-T/2:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+xl = block_design_table("DiT-XL/2")
+tiny = block_design_table("DiT-T/2", **model_kwargs)
+print(f"{'design':16s} {'XL/2 params':>12s} {'XL/2 Gflops':>12s} {'paper':>6s} {'T/2 params':>11s} {'T/2 Mflops':>11s}")
+for (design, p_xl, g_xl), (_, p_t, g_t) in zip(xl, tiny):
+    print(f"{design:16s} {p_xl / 1e6:>11.1f}M {g_xl:>12.2f} {PAPER_BLOCK_GFLOPS[design]:>6.1f} "
+          f"{p_t / 1e6:>10.2f}M {g_t * 1e3:>11.2f}")
+overhead = dict((d, g) for d, _, g in xl)
+print(f"cross-attention overhead over adaLN-Zero (XL/2): {overhead['cross-attention'] / overhead['adaLN-Zero'] - 1:.1%}")
+
+# %% [markdown]
+# adaLN-Zero has the most parameters (six D-vectors regressed per block: D·6D weights each) but almost the
+# fewest flops: the regression runs once per *image*, not once per token. Cross-attention costs ~16% more.
+#
+# ## 6. Which design trains best: the experiment
+#
+# `experiments/block_designs.py` repeats Figure 5 at CPU scale: DiT-T/2 on Fashion-MNIST latents, 600 steps
+# of batch 64 per design, FID-FMNIST of the EMA weights every 150 steps (500 samples, 20 DDIM steps).
+# Read its results:
+
+# %%
+results = ROOT / "experiments" / "results"
+summary = json.loads((results / "block_designs.json").read_text())
+fid_curves, fid_steps = {}, None
+for design, cell in summary["cells"].items():
+    run_file = results / cell["run"]
+    if run_file.exists():
+        evals = json.loads(run_file.read_text())["evals"]
+        fid_steps = [e["step"] for e in evals]
+        fid_curves[design] = [e["fid"] for e in evals]
+if fid_curves:
+    viz.plot_curves(fid_curves, x=fid_steps, xlabel="training step", ylabel="FID-FMNIST (lower is better)",
+                    title="block designs, DiT-T/2 latents (cf. paper Figure 5)")
+    print({design: round(fids[-1], 1) for design, fids in fid_curves.items()})
+else:
+    print("no results yet: run `python experiments/block_designs.py`")
+
+# %% [markdown]
+# As in the paper, adaLN-Zero has the lowest FID at every evaluation, with the widest margin early in training.
+# At this small scale and short run the others are a few points behind (the paper's XL/2 gaps are larger, and
+# 500-sample FIDs have an error bar of a point or two). Cross-attention, the most expensive design, buys nothing.
+#
+# ## 7. Re-run it yourself: a short training of each design
+#
+# The same recipe as the experiment (`fmnist-latent-DiT-T/2`: batch 64, AdamW, warm-up, EMA), only shorter.
+# The loss curves show the early advantage of adaLN-Zero without waiting for FID. The latents come from the
+# cached posteriors of lesson 04 (the cache is built on first use; quick mode encodes 256 images).
+
+# %%
+codec = load_vae("fmnist-vae")
+if pick(full=True, quick=False):
+    latents = build_latent_dataset(codec, progress=False)        # 60,000 images: encoded once, then cached
+else:
+    subset = torch.utils.data.Subset(FashionMNIST("train"), range(256))
+    latents = LatentDataset(**encode_dataset(codec, subset, progress=False), scale_factor=codec.scale_factor,
+                            num_classes=10)
+print(latents)
+
+# %%
+steps = pick(150, 6)
+base = TRAIN_CONFIGS["fmnist-latent-DiT-T/2"].replace(log_every=pick(10, 2), ckpt_every=10**9)
+loss_curves = {}
+with tempfile.TemporaryDirectory() as tmp:
+    for design in BLOCK_DESIGNS:
+        train(base.replace(block=design), Path(tmp) / design, max_steps=steps, dataset=latents, progress=False)
+        loss_curves[design] = [row["loss"] for row in read_log(Path(tmp) / design)]
+# train() saved each run's loss.png with matplotlib's Agg backend; switch this notebook back to inline plots:
+# %matplotlib inline
+viz.plot_curves(loss_curves, x=list(range(base.log_every, steps + 1, base.log_every)), xlabel="step",
+                ylabel="training loss (mse + vb)", logy=True, title=f"{steps} steps per design");
+
+# %% [markdown]
+# All four see the same batches (the data stream depends only on the seed and the step). adaLN-Zero starts
+# differently: its output is exactly 0 at step 0, so its loss starts near 1 (the variance of ε) while the other
+# designs start from random outputs with a larger loss. It leaves that starting point more slowly, then (in the
+# stored full run) ends lowest after about a hundred steps, in line with the FID curves above. With only 6 steps
+# (quick mode) you see just the start.
+#
+# ## 8. Exercise: `modulate` and the adaLN-Zero block
+#
+# **Part 1.** Write `modulate(x, shift, scale)`: x is (N, T, D); shift and scale are (N, D), one vector per
+# sample. Return x·(1 + scale) + shift, with shift and scale broadcast over the T tokens.
+
+# %% nbgrader={"grade": false, "grade_id": "modulate", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def modulate(x, shift, scale):
+    ### BEGIN SOLUTION
+    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)          # (N, 1, D) broadcasts over T
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "check_modulate", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+# NBVAL_CHECK_OUTPUT
+feedback = exercises.check_modulate(modulate)
+display(feedback)
+### BEGIN HIDDEN TESTS
+exercises.require(feedback)
+from ditlib.models import modulate as ditlib_modulate  # noqa: E402
+gen_check = torch.Generator().manual_seed(3)
+x_check, b_check, s_check = (torch.randn(shape, generator=gen_check) for shape in [(5, 9, 12), (5, 12), (5, 12)])
+assert torch.allclose(modulate(x_check, b_check, s_check), ditlib_modulate(x_check, b_check, s_check), atol=1e-6), \
+    "modulate disagrees with ditlib.models.modulate on a batch of 5 with 9 tokens"
+### END HIDDEN TESTS
+
+# %% [markdown]
+# **Part 2.** Write `adaln_zero_block_forward(block, x, c)` for a `ditlib.models.DiTBlock`, using its
+# submodules `block.adaLN_modulation`, `block.norm1`, `block.attn`, `block.norm2`, `block.mlp` and your
+# `modulate`. x is (N, T, D), c is (N, D). Hint: `block.adaLN_modulation(c).chunk(6, dim=1)` gives
+# (shift, scale, gate) for attention, then (shift, scale, gate) for the MLP, each (N, D). The check
+# randomises the modulation weights, so the gates are not zero.
+
+# %% nbgrader={"grade": false, "grade_id": "adaln_zero_block", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def adaln_zero_block_forward(block, x, c):
+    ### BEGIN SOLUTION
+    shift1, scale1, gate1, shift2, scale2, gate2 = block.adaLN_modulation(c).chunk(6, dim=1)   # each (N, D)
+    x = x + gate1.unsqueeze(1) * block.attn(modulate(block.norm1(x), shift1, scale1))
+    x = x + gate2.unsqueeze(1) * block.mlp(modulate(block.norm2(x), shift2, scale2))
+    return x
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "check_adaln_zero_block", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+# NBVAL_CHECK_OUTPUT
+feedback = exercises.check_adaln_zero_block(adaln_zero_block_forward)
+display(feedback)
+### BEGIN HIDDEN TESTS
+exercises.require(feedback)
+trained, _ = load_model(DATA_DIR / "checkpoints" / "fmnist-latent-DiT-T-2")
+gen_check = torch.Generator().manual_seed(4)
+x_check, c_check = torch.randn(3, 16, 192, generator=gen_check), torch.randn(3, 192, generator=gen_check)
+with torch.no_grad():
+    for trained_block in trained.blocks:
+        assert torch.allclose(adaln_zero_block_forward(trained_block, x_check, c_check),
+                              trained_block(x_check, c_check), atol=1e-4), \
+            "adaln_zero_block_forward disagrees with a block of the shipped fmnist-latent-DiT-T-2"
+### END HIDDEN TESTS
+
+# %% [markdown]
+# Your block computes what the shipped, trained model computes, block by block:
+
+# %%
+trained, _ = load_model(DATA_DIR / "checkpoints" / "fmnist-latent-DiT-T-2")
+x, c = torch.randn(4, 16, 192), torch.randn(4, 192)
+with torch.no_grad():
+    for trained_block in trained.blocks:
+        assert torch.allclose(adaln_zero_block_forward(trained_block, x, c), trained_block(x, c), atol=1e-4)
+        x = trained_block(x, c)
+print(f"adaln_zero_block_forward matches all {len(trained.blocks)} trained blocks")
+
+# %% [markdown]
+# ## Summary
+#
+# - t enters as 256 sinusoidal features and a two-layer MLP; y as a row of a table with one extra null row,
+#   which label dropout (p = 0.1) teaches the model to use: one network, conditional and unconditional.
+# - In-context tokens and cross-attention treat the conditioning as a sequence; adaLN and adaLN-Zero turn
+#   c = t_emb + y_emb into per-channel scales, shifts (and gates) applied to every token: `modulate`.
+# - adaLN-Zero's zero-initialised regression makes every block the identity at the start. It costs almost no
+#   flops, trains fastest, and is DiT's design; cross-attention costs ~16% more Gflops and does not pay off.
+#
+# **More to try.** Change `class_dropout_prob` to 0 in `build_model` and look at the label table's shape. In
+# section 7, train for 600 steps and compare your final losses with the experiment's `train_loss` values.
+#
+# **Next:** [07 · Training a DiT](07_training_dit.ipynb): the whole training loop in thirty lines, a live loss
+# curve, samples as the model learns, and checkpoints that resume exactly.

@@ -1,0 +1,298 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 07 · Training a DiT: the whole loop in view
+#
+# Every piece is in place: the forward process (01), the loss (03), the latents (04), the tokens (05) and
+# the conditioning (06). This lesson writes the training loop out in one screen, checks that it does exactly
+# what `ditlib.train` does, trains a latent DiT while you watch the loss and the samples, and stops and
+# resumes a run without changing a single weight.
+#
+# **Learning objectives.** After this lesson you can
+# 1. write DiT's training step from memory: data → latents → (t, ε) → hybrid loss → AdamW → EMA;
+# 2. explain each hyper-parameter of the recipe and why the course's short runs change a few of them;
+# 3. read a loss curve and a strip of samples taken during training;
+# 4. checkpoint a run and resume it so that it equals an uninterrupted one, bit for bit.
+#
+# **Paper.** DiT §4 *Training*: AdamW with a constant learning rate of 1 × 10⁻⁴, no weight decay, batch 256,
+# random horizontal flips as the only augmentation, an EMA of the weights with decay 0.9999 (the EMA model is
+# the one evaluated), the diffusion hyper-parameters of ADM (linear β, T = 1000, learned Σ, §3.1), and latents
+# from the Stable Diffusion VAE scaled by 0.18215 (§3.1 *Latent diffusion models*).
+#
+# *Quick mode* (`DITLIB_QUICK=1`) trains on 256 encoded images for a few steps; the full run trains for 800
+# steps on all 60,000 (about 7 minutes on a busy 2-core CPU).
+
+# %%
+import copy
+import tempfile
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+from IPython.display import clear_output, display
+
+from ditlib import exercises, viz
+from ditlib.checkpoints import load_checkpoint, load_model
+from ditlib.configs import TRAIN_CONFIGS
+from ditlib.data import FashionMNIST, infinite_batches
+from ditlib.diffusion import create_diffusion
+from ditlib.latents import LatentDataset, build_latent_dataset, encode_dataset
+from ditlib.models import build_model
+from ditlib.runtime import autocast, pick, seed_everything
+from ditlib.sample import Pretrained, sample_images
+from ditlib.train import ema_decay_at, list_checkpoints, lr_at, read_log, train, update_ema
+from ditlib.vae import load_vae
+
+# %% [markdown]
+# ## 1. The recipe
+#
+# The course trains the paper's recipe at a small scale. `fmnist-latent-DiT-T/2` is a 6-block, width-192
+# DiT on the 8×8×4 latents of the shipped Fashion-MNIST VAE (16 tokens). Compared with §4 it uses a smaller
+# batch and, because it trains for thousands rather than millions of steps, a larger learning rate with a
+# short warm-up, gradient clipping and an EMA whose decay warms up:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+config = TRAIN_CONFIGS["fmnist-latent-DiT-T/2"]
+for field in ("model", "block", "vae", "image_size", "in_channels", "batch_size", "lr", "weight_decay",
+              "warmup_steps", "grad_clip", "ema_decay", "ema_warmup", "hflip", "class_dropout_prob",
+              "learn_sigma", "precision", "max_steps"):
+    print(f"{field:18s} {getattr(config, field)!r}")
+
+# %% [markdown]
+# The data are latents: for every image (and its mirror image, for the flips) the cache of lesson 04 stores the
+# VAE posterior N(μ, σ²), and every draw is a fresh z = scale_factor·(μ + σ·ε). The full cache is built on first use
+# (a few minutes) and then read from disk; quick mode encodes 256 images.
+
+# %%
+codec = load_vae("fmnist-vae")
+if pick(full=True, quick=False):
+    latents = build_latent_dataset(codec, progress=False)
+else:
+    subset = torch.utils.data.Subset(FashionMNIST("train"), range(256))
+    latents = LatentDataset(**encode_dataset(codec, subset, progress=False), scale_factor=codec.scale_factor,
+                            num_classes=10)
+print(latents)
+
+# %% [markdown]
+# ## 2. The loop, by hand
+#
+# One step, in the order of §4:
+#
+# 1. a batch (z, y) of latents and labels, flipped at random;
+# 2. t ~ U{0, …, 999} and ε ~ N(0, I) per sample, and a random 10% of the labels replaced by ∅ (lesson 06);
+# 3. the hybrid loss L_simple + L_vlb at x_t = √ᾱ_t z + √(1 − ᾱ_t) ε (lesson 03, `training_losses`);
+# 4. an AdamW step (after the learning-rate warm-up and gradient clipping);
+# 5. the EMA, θ_ema ← d·θ_ema + (1 − d)·θ.
+#
+# That is all of it:
+
+# %%
+def train_by_hand(config, dataset, num_steps, callback=None, every=1):
+    seed_everything(config.seed)
+    model = build_model(config.model, **config.model_kwargs()).train()
+    ema = copy.deepcopy(model).requires_grad_(False).eval()             # the weights we sample from
+    diffusion = create_diffusion("", learn_sigma=config.learn_sigma)     # T = 1000, linear β
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    batches = infinite_batches(dataset, config.batch_size, seed=config.seed, hflip=config.hflip)
+    model_fn = lambda x, t, **kw: model(x, t, **kw).float()             # noqa: E731
+    losses = []
+    for step in range(num_steps):
+        z, y = next(batches)                                             # (B, 4, 8, 8) fresh latents, (B,) labels
+        t = torch.randint(0, diffusion.num_timesteps, (len(z),))         # t ~ U{0, …, T−1}
+        noise = torch.randn_like(z)                                      # ε ~ N(0, I)
+        drop = torch.rand(len(z)) < config.class_dropout_prob            # y -> ∅ for guidance
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(config, step)                            # warm-up, then constant
+        with autocast(torch.device("cpu"), config.precision):
+            terms = diffusion.training_losses(model_fn, z, t, {"y": y, "force_drop_ids": drop}, noise)
+        loss = terms["loss"].mean()                                      # L_simple + L_vlb
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        update_ema(ema, model, ema_decay_at(config, step))               # θ_ema ← d·θ_ema + (1 − d)·θ
+        losses.append(loss.item())
+        if callback is not None and (step + 1) % every == 0:
+            callback(step + 1, losses, ema)
+    return model, ema, losses
+
+
+# %% [markdown]
+# ## 3. Is it really the same loop?
+#
+# `ditlib.train.train` is this loop plus logging, checkpoints, mixed-precision switches and many processes.
+# Both seed the same way and draw t, ε and the dropped labels in the same order, so a few steps of each from
+# the same seed must give the same losses and the same EMA weights. (`train` also saves a `loss.png` with
+# matplotlib's Agg backend; `%matplotlib inline` switches this notebook's plots back on.)
+
+# %%
+check_steps = 3
+_, ema_hand, losses_hand = train_by_hand(config, latents, check_steps)
+with tempfile.TemporaryDirectory() as tmp:
+    train(config.replace(log_every=1), tmp, max_steps=check_steps, dataset=latents, progress=False)
+    losses_lib = [row["loss"] for row in read_log(tmp)]
+    ema_lib, _ = load_model(Path(tmp) / "final")                        # final = the EMA weights
+# %matplotlib inline
+assert torch.allclose(torch.tensor(losses_hand), torch.tensor(losses_lib), rtol=1e-5)
+worst = max((a - b).abs().max().item() for a, b in zip(ema_hand.state_dict().values(), ema_lib.state_dict().values()))
+assert worst < 1e-5, worst
+print(f"losses by hand {[round(v, 4) for v in losses_hand]} = ditlib.train; EMA weights agree (max diff {worst:.1e})")
+
+# %% [markdown]
+# ## 4. Train, and watch
+#
+# Now for real. The callback redraws the loss curve in place every few steps and, now and then, samples one
+# image of each class from the EMA weights (20 DDIM steps, decoded by the VAE) so you can see the clothes
+# take shape. Early on the EMA lags far behind the raw weights; its warm-up (d = (1 + k)/(10 + k)) keeps the lag short.
+
+# %%
+num_steps, redraw_every, sample_every = pick(800, 8), pick(25, 4), pick(200, 4)
+classes = torch.arange(10)
+snapshots = {}
+
+
+def watch(step, losses, ema):
+    if step % sample_every == 0:
+        z = sample_images(ema, classes, num_sampling_steps=20, sampler="ddim", clip_denoised=False, progress=False)
+        with torch.no_grad():
+            snapshots[step] = codec.decode(z).clamp(-1, 1)
+    clear_output(wait=True)
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.plot(range(1, step + 1), losses, lw=0.6, alpha=0.5, label="loss per step")
+    window = min(25, step)
+    smooth = torch.tensor(losses).unfold(0, window, 1).mean(1)
+    ax.plot(range(window, step + 1), smooth, label=f"mean of {window}")
+    ax.set(xlabel="step", ylabel="L_simple + L_vlb", yscale="log", title=f"step {step} / {num_steps}")
+    ax.legend()
+    display(fig)
+    plt.close(fig)
+
+
+model, ema, losses = train_by_hand(config, latents, num_steps, callback=watch, every=redraw_every)
+
+# %% [markdown]
+# The loss sits near 1 for the first few dozen steps: the adaLN-Zero model starts by predicting ε = 0, whose
+# squared error is the variance of ε, and the learning rate is still warming up. Then it falls fast for about a
+# hundred steps (the model learns the rough shape of the noise) and slowly after that. It stays noisy because
+# every batch has different t, and the loss differs a lot between small and large t. The samples tell the real
+# story, one row per snapshot (20 DDIM steps: a rough look; section 6 samples properly):
+
+# %%
+viz.show_images(torch.cat(list(snapshots.values())), nrow=10, size=0.9,
+                title="EMA samples at steps " + ", ".join(map(str, snapshots)));
+
+# %% [markdown]
+# ## 5. Checkpoints and exact resume
+#
+# A long run will be interrupted. `ditlib.train` saves the model, the EMA, AdamW's moments and the random
+# state every `ckpt_every` steps; the data stream depends only on (seed, step). So a run stopped at step N
+# and resumed should be *identical* to one that never stopped. Test it: N steps, stop, resume to 2N, and
+# compare with 2N steps in one go.
+
+# %%
+N = pick(10, 2)
+with tempfile.TemporaryDirectory() as tmp:
+    stopped, straight = Path(tmp) / "stopped", Path(tmp) / "straight"
+    train(config.replace(log_every=1), stopped, max_steps=N, dataset=latents, progress=False)
+    print("after the first run:", [p.name for p in list_checkpoints(stopped)])
+    train(config.replace(log_every=1), stopped, max_steps=2 * N, dataset=latents, progress=False, resume=True)
+    train(config.replace(log_every=1), straight, max_steps=2 * N, dataset=latents, progress=False)
+    resumed, _ = load_checkpoint(list_checkpoints(stopped)[-1])
+    uninterrupted, _ = load_checkpoint(list_checkpoints(straight)[-1])
+    same_log = [r["loss"] for r in read_log(stopped)] == [r["loss"] for r in read_log(straight)]
+# %matplotlib inline
+assert resumed.keys() == uninterrupted.keys() and same_log
+assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
+print(f"resumed at step {N} and ran to {2 * N}: all {len(resumed)} tensors (model, EMA, AdamW, RNG) equal "
+      "the uninterrupted run's, and so does every logged loss")
+
+# %% [markdown]
+# On the command line the same is `python -m ditlib train --config fmnist-latent-DiT-T/2 --out runs/me` and,
+# after an interruption (Ctrl-C saves a checkpoint too), the same command with `--resume`.
+#
+# ## 6. Our run against the shipped model
+#
+# The shipped `fmnist-latent-DiT-T-2` is this very config trained for 3,500 steps. Same labels, same seed,
+# same sampler (250 DDPM steps, no guidance):
+
+# %%
+shipped = Pretrained.load("fmnist-latent-DiT-T-2", device="cpu")
+steps_shipped = shipped.meta.get("step", shipped.train_config["max_steps"])
+ours = Pretrained(ema, {"train_config": config.to_dict()}, codec)
+grids = [p.sample(classes, num_sampling_steps=pick(250, 10), cfg_scale=1.0, seed=1, progress=False)
+         for p in (ours, shipped)]
+viz.show_images(torch.cat(grids), nrow=10, size=0.9,
+                title=f"top: ours after {num_steps} steps · bottom: shipped after {steps_shipped} steps");
+
+# %% [markdown]
+# After a few minutes of training some classes are recognisable and others are still blobs; the shipped model's
+# extra 2,700 steps make every class clean. Lesson 08 puts a number on "clean" (FID) and lesson 10 on what more
+# compute buys.
+#
+# ## 7. Exercise: the noising line of the training step
+#
+# Inside `training_losses`, the first thing a training step does with (z, t, ε) is to noise z. Write it once
+# more, as the training loop needs it: `q_sample(x_start, t, noise, alphas_cumprod)` returns
+# √ᾱ_t · x_start + √(1 − ᾱ_t) · noise, with t a (B,) tensor of timesteps, one per latent.
+
+# %% nbgrader={"grade": false, "grade_id": "q_sample_in_training", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def q_sample(x_start, t, noise, alphas_cumprod):
+    ### BEGIN SOLUTION
+    abar = alphas_cumprod[t].to(x_start.dtype).view(-1, *([1] * (x_start.ndim - 1)))   # (B, 1, 1, 1)
+    return abar.sqrt() * x_start + (1 - abar).sqrt() * noise
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "check_q_sample_in_training", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+# NBVAL_CHECK_OUTPUT
+feedback = exercises.check_q_sample(q_sample)
+display(feedback)
+### BEGIN HIDDEN TESTS
+exercises.require(feedback)
+diffusion_check = create_diffusion("")
+gen_check = torch.Generator().manual_seed(2)
+z_check, eps_check = torch.randn(6, 4, 8, 8, generator=gen_check), torch.randn(6, 4, 8, 8, generator=gen_check)
+t_check = torch.randint(0, 1000, (6,), generator=gen_check)
+assert torch.allclose(q_sample(z_check, t_check, eps_check, diffusion_check.alphas_cumprod),
+                      diffusion_check.q_sample(z_check, t_check, eps_check), atol=1e-6), \
+    "q_sample disagrees with ditlib's on a batch of 6 latents"
+### END HIDDEN TESTS
+
+# %% [markdown]
+# Your function produces the x_t that the training step feeds the model: with it, the MSE part of the loss
+# comes out as `training_losses` computes it.
+
+# %%
+diffusion = create_diffusion("")
+z, y = latents.get_batch(torch.arange(8), generator=torch.Generator().manual_seed(0))
+t, noise = torch.randint(0, 1000, (8,)), torch.randn_like(z)
+with torch.no_grad():
+    eps_pred = ema(q_sample(z, t, noise, diffusion.alphas_cumprod), t, y)[:, :4]    # eval mode: no label dropout
+    mse = ((noise - eps_pred) ** 2).mean(dim=(1, 2, 3))
+    terms = diffusion.training_losses(ema, z, t, {"y": y}, noise)
+assert torch.allclose(mse, terms["mse"], atol=1e-5)
+print("mean squared error from your x_t = training_losses()['mse']")
+
+# %% [markdown]
+# ## Summary
+#
+# - A DiT training step is five lines of ideas: latents, (t, ε, dropped labels), the hybrid loss, AdamW, EMA.
+#   `ditlib.train` adds logging, checkpoints and scale, and computes the same numbers.
+# - The paper's recipe is deliberately plain (constant lr, no weight decay, flips only). Short CPU runs add
+#   warm-up, clipping and an EMA warm-up; the model and the diffusion stay the paper's.
+# - Sample during training: the loss plateaus early while the samples keep improving.
+# - A checkpoint that holds the model, EMA, optimiser and RNG state, plus a data stream indexed by step, makes
+#   resuming exact.
+#
+# **More to try.** Set `ema_warmup=False` (`config.replace(...)`) and sample from the EMA after 200 steps:
+# with d = 0.999 from the start the EMA still remembers the random initialisation. Try `lr=1e-4`, the paper's.
+#
+# **Next:** [08 · Sampling](08_sampling.ipynb): 1000, 250 or 50 steps, DDPM or DDIM, and a fast solver from
+# diffusers — how many steps do you need, and what do they cost?
