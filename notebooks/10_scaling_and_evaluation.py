@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 import ditlib
-from ditlib import viz
+from ditlib import exercises, viz
 from ditlib.data import FashionMNIST
 from ditlib.evaluate import compute_metrics, extract_features, inception_weights_path
 from ditlib.flops import PAPER_GFLOPS, gflops
@@ -300,6 +300,11 @@ def extrapolate_fid(ns, fids):
 
 
 # %% nbgrader={"grade": true, "grade_id": "check_extrapolate_fid", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+feedback = exercises.check_extrapolate_fid(extrapolate_fid)
+display(feedback)
+### BEGIN HIDDEN TESTS
+exercises.require(feedback)
+### END HIDDEN TESTS
 ns = [n for n, values in fid_at.items() for _ in values]
 fids = [v for values in fid_at.values() for v in values]
 fid_inf, k = extrapolate_fid(ns, fids)

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import torch
 
+from ditlib import exercises
 from ditlib.checkpoints import CheckpointError, infer_dit_config, load_checkpoint, load_official_dit
 from ditlib.configs import TRAIN_CONFIGS, get_config
 from ditlib.flops import PAPER_GFLOPS, gflops, num_params
@@ -307,6 +308,11 @@ def static_memory_gb(num_params, num_gpus, fsdp):
 
 # %% nbgrader={"grade": true, "grade_id": "check_static_memory_gb", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 # NBVAL_CHECK_OUTPUT
+feedback = exercises.check_static_memory_gb(static_memory_gb)
+display(feedback)
+### BEGIN HIDDEN TESTS
+exercises.require(feedback)
+### END HIDDEN TESTS
 xl2_params = num_params("DiT-XL/2")
 ddp, sharded = static_memory_gb(xl2_params, 8, fsdp=False), static_memory_gb(xl2_params, 8, fsdp=True)
 assert abs(ddp - xl2_params * 20 / 1e9) < 1e-6, "DDP: 5 fp32 copies (4 bytes each) of every parameter on each GPU"

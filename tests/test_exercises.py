@@ -448,3 +448,54 @@ def test_cfg_check_spots_wrong_start_swapped_roles_and_missing_uncond():
     _fails_with(ex.check_cfg, lambda c, u, s: s * (c - u), "forgot to add the unconditional")
     _fails_with(ex.check_cfg, lambda c, u, s: u + (s - 1) * (c - u), "off by one")
     assert ex.check_cfg(lambda c, u, s: s * c + (1 - s) * u)               # the same rule, rearranged
+
+
+# ----------------------------------------------------------------------------- lesson 10: extrapolate_fid
+def _extrapolate_fid(ns, fids):
+    slope, intercept = np.polyfit(1.0 / np.asarray(ns, dtype=float), np.asarray(fids, dtype=float), 1)
+    return float(intercept), float(slope)
+
+
+def test_extrapolate_fid_check_passes_the_least_squares_fit():
+    assert ex.check_extrapolate_fid(_extrapolate_fid)
+
+
+@pytest.mark.parametrize("wrong, phrase", [
+    (lambda ns, fids: _extrapolate_fid(ns, fids)[::-1], "swapped"),
+    (lambda ns, fids: tuple(np.polyfit(np.asarray(ns, float), fids, 1)[::-1]), "1 / n"),
+    (lambda ns, fids: (float(np.min(fids)), 1.0), "smallest measured"),
+    (lambda ns, fids: _extrapolate_fid(ns, fids)[0], "pair"),
+])
+def test_extrapolate_fid_check_names_the_mistake(wrong, phrase):
+    feedback = ex.check_extrapolate_fid(wrong)
+    assert not feedback and phrase in feedback.message
+
+
+# ----------------------------------------------------------------------------- lesson 11: static_memory_gb
+def _static_memory_gb(num_params, num_gpus, fsdp):
+    total = num_params * 5 * 4 / 1e9
+    return total / num_gpus if fsdp else total
+
+
+def test_static_memory_check_passes_the_reference():
+    assert ex.check_static_memory_gb(_static_memory_gb)
+
+
+@pytest.mark.parametrize("wrong, phrase", [
+    (lambda n, g, fsdp: n * 20 / 1e9 / g, "DDP does not shard"),
+    (lambda n, g, fsdp: n * 20 / 1e9, "sharded"),
+    (lambda n, g, fsdp: _static_memory_gb(n, g, fsdp) * 1e9 / 2 ** 30, "gibibytes"),
+    (lambda n, g, fsdp: n * 4 * 4 / 1e9 / (g if fsdp else 1), "4 fp32 copies"),
+    (lambda n, g, fsdp: n * 5 / 1e9 / (g if fsdp else 1), "4 bytes"),
+])
+def test_static_memory_check_names_the_mistake(wrong, phrase):
+    feedback = ex.check_static_memory_gb(wrong)
+    assert not feedback and phrase in feedback.message
+
+
+@pytest.mark.parametrize("check", [ex.check_extrapolate_fid, ex.check_static_memory_gb])
+def test_new_checks_report_not_implemented_without_a_traceback(check):
+    def stub(*args):
+        raise NotImplementedError()
+    feedback = check(stub)
+    assert not feedback and "not implemented yet" in feedback.message
