@@ -1,0 +1,134 @@
+"""Specification of experiments/: each script runs one cell end to end on a debug-size DiT, writes a JSON
+that survives interruption and is skipped when complete, and the figures come from the JSONs alone."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+sys.path.insert(0, str(EXPERIMENTS))
+
+import block_designs  # noqa: E402
+import common  # noqa: E402
+import plot  # noqa: E402
+import scaling_grid  # noqa: E402
+
+TINY = ["--steps", "4", "--eval-every", "2", "--fid-samples", "32", "--sampling-steps", "2", "--threads", "1"]
+GRID_CELL = "DiT-debug/4"
+GRID_RUN = "DiT-debug-4_adaLN-Zero"
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """One design of block_designs.py and one cell of scaling_grid.py, as a reviewer would re-run them."""
+    out, work = tmp_path_factory.mktemp("results"), tmp_path_factory.mktemp("work")
+    threads = torch.get_num_threads()
+    try:
+        assert block_designs.main(["--model", "DiT-debug/2", "--only", "adaLN", *TINY,
+                                   "--out", str(out), "--work", str(work)]) == 0
+        assert scaling_grid.main(["--sizes", "debug", "--patches", "2,4", "--only", GRID_CELL, *TINY,
+                                  "--out", str(out), "--work", str(work)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return out, work
+
+
+def tiny_settings():
+    return common.Settings(steps=4, eval_every=2, fid_samples=32, sampling_steps=2)
+
+
+def test_each_run_writes_a_complete_json_with_its_evaluations(results):
+    out, _ = results
+    record = json.loads((out / "runs" / f"{GRID_RUN}.json").read_text())
+    assert record["complete"] and record["model"] == GRID_CELL and record["block"] == "adaLN-Zero"
+    assert (record["size"], record["patch"], record["tokens"]) == ("debug", 4, 4)
+    assert record["gflops"] > 0 and record["params"] > 0
+    assert "scaling_grid.py" in record["command"] and "--only" in record["command"]
+    assert record["torch"] == torch.__version__ and record["started"] and record["finished"]
+    assert record["settings"] == tiny_settings().to_dict()
+    assert [e["step"] for e in record["evals"]] == [2, 4]
+    for entry in record["evals"]:
+        assert {"step", "fid", "train_loss", "wall_s", "cpu_s", "train_flops"} <= set(entry)
+        assert entry["fid"] > 0 and entry["train_loss"] > 0 and entry["wall_s"] > 0 and entry["cpu_s"] > 0
+    assert record["evals"][-1]["train_flops"] == pytest.approx(record["gflops"] * 1e9 * 64 * 3 * 4)
+    design = json.loads((out / "runs" / "DiT-debug-2_adaLN.json").read_text())
+    assert design["complete"] and design["block"] == "adaLN"
+
+
+def test_the_manifests_list_every_cell_even_when_one_is_run(results):
+    out, _ = results
+    designs = json.loads((out / "block_designs.json").read_text())
+    assert list(designs["cells"]) == ["in-context", "cross-attention", "adaLN", "adaLN-Zero"]
+    grid = json.loads((out / "scaling_grid.json").read_text())
+    assert set(grid["cells"]) == {"DiT-debug/2", "DiT-debug/4"}
+    assert grid["cells"][GRID_CELL]["run"] == f"runs/{GRID_RUN}.json"
+
+
+def test_a_complete_run_is_skipped(results, capsys):
+    out, work = results
+    before = (out / "runs" / f"{GRID_RUN}.json").read_text()
+    assert scaling_grid.main(["--sizes", "debug", "--patches", "2,4", "--only", GRID_CELL, *TINY,
+                              "--out", str(out), "--work", str(work)]) == 0
+    assert "skipped" in capsys.readouterr().out
+    assert (out / "runs" / f"{GRID_RUN}.json").read_text() == before
+
+
+def test_an_interrupted_run_keeps_its_evaluations_and_resumes_to_the_same_numbers(results, tmp_path):
+    out, _ = results
+    uninterrupted = json.loads((out / "runs" / f"{GRID_RUN}.json").read_text())
+    settings = tiny_settings()
+    evaluator = common.FIDEvaluator(settings)
+
+    class DiesOnSecondEval:                                     # Ctrl-C while measuring FID at step 4
+        num_reference, calls = evaluator.num_reference, 0
+
+        def __call__(self, checkpoint):
+            self.calls += 1
+            if self.calls == 2:
+                raise KeyboardInterrupt
+            return evaluator(checkpoint)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)                                    # as in the fixture: the same arithmetic
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            common.run_one(GRID_CELL, "adaLN-Zero", settings, tmp_path / "out", tmp_path / "work", DiesOnSecondEval())
+        partial = json.loads((tmp_path / "out" / "runs" / f"{GRID_RUN}.json").read_text())
+        assert not partial["complete"] and [e["step"] for e in partial["evals"]] == [2]
+        resumed = common.run_one(GRID_CELL, "adaLN-Zero", settings, tmp_path / "out", tmp_path / "work", evaluator)
+    finally:
+        torch.set_num_threads(threads)
+    assert resumed["complete"] and [e["step"] for e in resumed["evals"]] == [2, 4]
+    for got, want in zip(resumed["evals"], uninterrupted["evals"]):
+        assert got["fid"] == pytest.approx(want["fid"], rel=1e-6)
+        assert got["train_loss"] == pytest.approx(want["train_loss"], rel=1e-6)
+
+
+def test_a_run_with_other_settings_is_refused(results):
+    out, work = results
+    other = common.Settings(steps=6, eval_every=2, fid_samples=32, sampling_steps=2)
+    with pytest.raises(ValueError, match="other settings"):
+        common.run_one(GRID_CELL, "adaLN-Zero", other, out, work, evaluator=None)
+
+
+def test_fid_helper_equals_ditlib_compute_metrics():
+    from ditlib.data import FashionMNIST
+    from ditlib.evaluate import compute_metrics
+
+    train = FashionMNIST("train").images                        # uint8 (N, 1, 32, 32)
+    reference, images = train[:300].permute(0, 2, 3, 1), train[300:400].permute(0, 2, 3, 1)
+    evaluator = common.FIDEvaluator(tiny_settings(), reference=reference)
+    expected = compute_metrics(images, reference=reference, precision_recall=False)["fid"]
+    assert evaluator.fid(images) == pytest.approx(expected, rel=1e-6)
+
+
+def test_plot_draws_every_figure_from_the_jsons(results):
+    out, _ = results
+    for name in ("block_designs.png", "scaling_fid_vs_steps.png", "scaling_fid_vs_gflops.png"):
+        (out / name).unlink(missing_ok=True)
+    assert plot.main(["--out", str(out)]) == 0
+    for name in ("block_designs.png", "scaling_fid_vs_steps.png", "scaling_fid_vs_gflops.png",
+                 "scaling_fid_vs_compute.png"):
+        assert (out / name).stat().st_size > 1000
