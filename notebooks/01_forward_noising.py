@@ -1,3 +1,11 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
 # # 01 · The forward process: destroying an image, one small step at a time
 #
@@ -153,7 +161,7 @@ viz.timestep_slider(images, diffusion.q_sample, diffusion.alphas_cumprod.numpy()
 # Return √ᾱ_t · x_start + √(1 − ᾱ_t) · noise, with each image using its own t. Hint: `alphas_cumprod[t]`
 # has shape (B,); it must broadcast against (B, C, H, W).
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "q_sample", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def q_sample(x_start, t, noise, alphas_cumprod):
     ### BEGIN SOLUTION
     abar = alphas_cumprod[t].to(x_start.dtype).reshape(-1, *([1] * (x_start.ndim - 1)))   # (B, 1, 1, 1)
@@ -161,9 +169,20 @@ def q_sample(x_start, t, noise, alphas_cumprod):
     ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_q_sample", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 # NBVAL_CHECK_OUTPUT
-exercises.check_q_sample(q_sample)
+feedback = exercises.check_q_sample(q_sample)
+display(feedback)
+### BEGIN HIDDEN TESTS
+exercises.require(feedback)
+gen_check = torch.Generator().manual_seed(1)             # also agree with ditlib on a float64 batch of 7 at random t
+x_check = torch.randn(7, 3, 5, 5, dtype=torch.float64, generator=gen_check)
+eps_check = torch.randn(7, 3, 5, 5, dtype=torch.float64, generator=gen_check)
+t_check = torch.randint(0, T, (7,), generator=gen_check)
+assert torch.allclose(q_sample(x_check, t_check, eps_check, diffusion.alphas_cumprod),
+                      diffusion.q_sample(x_check, t_check, eps_check), atol=1e-10), \
+    "q_sample disagrees with ditlib.diffusion.GaussianDiffusion.q_sample on a float64 batch of 7 images"
+### END HIDDEN TESTS
 
 # %% [markdown]
 # Your function and `ditlib`'s agree on real images:

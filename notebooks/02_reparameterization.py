@@ -271,16 +271,30 @@ viz.show_images(grid, nrow=6, titles=["image", "decode(mean)", "sample", "sample
 # `mu` and `log_sigma`. (Parameterizing by log σ keeps σ positive for any value an optimiser picks,
 # which is why networks output log σ, or log σ², rather than σ.)
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "reparameterized_sample", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def reparameterized_sample(mu, log_sigma, eps):
     ### BEGIN SOLUTION
     return mu + log_sigma.exp() * eps
     ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_reparameterized_sample", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 # NBVAL_CHECK_OUTPUT
-exercises.check_reparameterized_sample(reparameterized_sample)
+feedback = exercises.check_reparameterized_sample(reparameterized_sample)
+display(feedback)
+### BEGIN HIDDEN TESTS
+exercises.require(feedback)
+gen_check = torch.Generator().manual_seed(2)             # also on a float64 (3, 5, 7) batch, gradients included
+mu_check = torch.randn(3, 5, 7, dtype=torch.float64, generator=gen_check).requires_grad_()
+log_sigma_check = torch.randn(3, 5, 7, dtype=torch.float64, generator=gen_check).requires_grad_()
+eps_check = torch.randn(3, 5, 7, dtype=torch.float64, generator=gen_check)
+sample_check = reparameterized_sample(mu_check, log_sigma_check, eps_check)
+assert torch.allclose(sample_check, mu_check + log_sigma_check.exp() * eps_check), \
+    "reparameterized_sample is not μ + exp(log σ)·ε on a float64 (3, 5, 7) batch"
+sample_check.sum().backward()
+assert torch.allclose(log_sigma_check.grad, log_sigma_check.detach().exp() * eps_check), \
+    "the gradient with respect to log σ is not σ·ε: the sample must be built from log_sigma with torch operations"
+### END HIDDEN TESTS
 
 # %% [markdown]
 # **Gradient check.** With a fixed target y and L = Σ (x − y)², the chain rule gives

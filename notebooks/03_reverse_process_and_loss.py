@@ -393,7 +393,7 @@ viz.show_images(strip, nrow=len(trajectory), titles=titles + [""] * (len(strip) 
 # `alphas_cumprod_prev` by putting 1.0 in front of `alphas_cumprod[:-1]`, index with t, and reshape; do
 # the schedule arithmetic in float64 (at t = 0, 1 − ᾱ_t is 10⁻⁴) and cast to x_t's dtype at the end.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "posterior_mean_variance", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def posterior_mean_variance(x_start, x_t, t, betas):
     ### BEGIN SOLUTION
     alphas_cumprod = torch.cumprod(1 - betas, dim=0)                             # ᾱ_t, (T,) float64
@@ -407,9 +407,22 @@ def posterior_mean_variance(x_start, x_t, t, betas):
     ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_posterior_mean_variance", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
 # NBVAL_CHECK_OUTPUT
-exercises.check_posterior_mean_variance(posterior_mean_variance)
+feedback = exercises.check_posterior_mean_variance(posterior_mean_variance)
+display(feedback)
+### BEGIN HIDDEN TESTS
+exercises.require(feedback)
+gen_check = torch.Generator().manual_seed(3)             # also agree with ditlib on float64 images, t = 0 and T − 1 included
+t_check = torch.cat([torch.tensor([0, T - 1]), torch.randint(1, T - 1, (4,), generator=gen_check)])
+x0_check = torch.randn(6, 2, 3, 3, dtype=torch.float64, generator=gen_check)
+xt_check = torch.randn(6, 2, 3, 3, dtype=torch.float64, generator=gen_check)
+mean_check, variance_check = posterior_mean_variance(x0_check, xt_check, t_check, diffusion.betas)
+mean_ref, variance_ref, _ = diffusion.q_posterior_mean_variance(x0_check, xt_check, t_check)
+assert torch.allclose(mean_check, mean_ref, atol=1e-8), "the posterior mean disagrees with ditlib.diffusion on a float64 batch"
+assert torch.allclose(torch.as_tensor(variance_check).expand_as(variance_ref), variance_ref, atol=1e-10), \
+    "the posterior variance disagrees with ditlib.diffusion on a float64 batch"
+### END HIDDEN TESTS
 
 # %% [markdown]
 # Your function and `ditlib`'s agree on real images, t = 0 included:

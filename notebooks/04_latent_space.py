@@ -250,16 +250,25 @@ for name, std in [("unit variance (scaled)", 1.0), ("our VAE, unscaled", 1 / cod
 # s · latents has standard deviation 1, computed over **all** elements at once (one number, not one per
 # channel).
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "latent_scale_factor", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def latent_scale_factor(latents):
     ### BEGIN SOLUTION
     return 1.0 / latents.double().std().item()
     ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_latent_scale_factor", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 # NBVAL_CHECK_OUTPUT
-exercises.check_latent_scale_factor(latent_scale_factor)
+feedback = exercises.check_latent_scale_factor(latent_scale_factor)
+display(feedback)
+### BEGIN HIDDEN TESTS
+exercises.require(feedback)
+gen_check = torch.Generator().manual_seed(4)             # also on latents of another scale and shape
+latents_check = torch.randn(16, 4, 8, 8, generator=gen_check) * 3.7 + 0.5
+factor_check = float(latent_scale_factor(latents_check.clone()))
+assert abs(factor_check * latents_check.double().std().item() - 1) < 1e-3, \
+    "s · latents does not have standard deviation 1 on a (16, 4, 8, 8) batch with std ≈ 3.7"
+### END HIDDEN TESTS
 
 # %% [markdown]
 # Now apply it to posterior samples of random training images (unscaled: `codec.encode(x).sample()`),

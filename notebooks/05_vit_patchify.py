@@ -108,7 +108,7 @@ with torch.device("meta"):
 # `rearrange(x, "n c (h p) (w q) -> n (h w) (p q c)")`. Hint: first split H into (H/p, p) and W into
 # (W/p, p), then move the axes into the order (N, H/p, W/p, p, p, C).
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "patchify", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def patchify(x, patch_size):
     ### BEGIN SOLUTION
     n, c, h, w = x.shape
@@ -119,9 +119,18 @@ def patchify(x, patch_size):
     ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_patchify", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 # NBVAL_CHECK_OUTPUT
-exercises.check_patchify(patchify)
+feedback = exercises.check_patchify(patchify)
+display(feedback)
+### BEGIN HIDDEN TESTS
+exercises.require(feedback)
+gen_check = torch.Generator().manual_seed(5)             # also against einops on a float64 12×12 batch, every patch size
+x_check = torch.randn(2, 3, 12, 12, dtype=torch.float64, generator=gen_check)
+for p_check in (1, 2, 3, 4, 6, 12):
+    assert torch.equal(patchify(x_check, p_check), rearrange(x_check, "n c (h p) (w q) -> n (h w) (p q c)", p=p_check, q=p_check)), \
+        f"patchify disagrees with einops at patch size {p_check} on a (2, 3, 12, 12) float64 batch"
+### END HIDDEN TESTS
 
 # %% [markdown]
 # Your function, `einops` and `ditlib` agree, for every patch size:
@@ -272,7 +281,7 @@ print("attention(shuffled tokens) == shuffled attention(tokens): patches are a b
 # Write `sincos_1d(embed_dim, positions)`: `positions` is an (M,) NumPy array or torch tensor; return the
 # (M, embed_dim) table above, all sines first, then all cosines.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "sincos_1d", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def sincos_1d(embed_dim, positions):
     ### BEGIN SOLUTION
     positions = torch.as_tensor(positions, dtype=torch.float64).reshape(-1)           # (M,)
@@ -282,9 +291,17 @@ def sincos_1d(embed_dim, positions):
     ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_sincos_1d", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 # NBVAL_CHECK_OUTPUT
-exercises.check_sincos_1d(sincos_1d)
+feedback = exercises.check_sincos_1d(sincos_1d)
+display(feedback)
+### BEGIN HIDDEN TESTS
+exercises.require(feedback)
+positions_check = np.array([0.0, 1.0, 2.5, 7.0, 31.0])   # also against ditlib at D = 12, non-integer positions included
+table_check = np.asarray(torch.as_tensor(sincos_1d(12, positions_check)).double())
+assert table_check.shape == (5, 12) and np.allclose(table_check, get_1d_sincos_pos_embed_from_grid(12, positions_check), atol=1e-6), \
+    "sincos_1d disagrees with ditlib.models.get_1d_sincos_pos_embed_from_grid at D = 12"
+### END HIDDEN TESTS
 
 # %% [markdown]
 # It matches `ditlib`'s table, and it has the property that makes it useful: since
