@@ -266,11 +266,10 @@ if len(runs) >= 3:
 #   (section 2: the bias alone is about 1 point at n = 500, and other subsets of real images move it by
 #   about 0.1; model samples from other seeds may move more). Differences of one or two points between
 #   neighbouring cells are not evidence;
-# - the broad direction agrees with Figure 8. In the stored run (8 of 9 cells finished; M/1 was still
-#   training) the three cheapest cells (XS/4, T/4, XS/2; under 0.014 Gflops) end with the worst FIDs
-#   (31.6–34.6), and the best (27–30) belong to M/4, XS/1, M/2 and T/1, with 2 to 15 times more Gflops; the
-#   most expensive finished cell, T/1, is the best (27.4). The correlation of log Gflops with FID is −0.85.
-#   Its size, from eight noisy points, is far less certain than the paper's −0.93;
+# - the broad direction agrees with Figure 8. All nine cells finished: the three cheapest cells (XS/4, T/4,
+#   XS/2; under 0.014 Gflops) end with the worst FIDs (31.6–34.6), the middle ones land at 27–31, and the
+#   most expensive cell, M/1 (0.42 Gflops), is clearly the best (24.0). The printed correlation of log
+#   Gflops with FID is strongly negative, like the paper's −0.93, but it comes from nine noisy points;
 # - as in the paper, Gflops predict better than parameters: XS/1 (1.3 M parameters, 64 tokens) ends level
 #   with M/4 (9.8 M parameters, 4 tokens) and far ahead of XS/4 (the same 1.3 M parameters, 4 tokens,
 #   15× fewer Gflops), and T/1 beats T/2 and T/4. Shrinking the patch buys quality without adding a parameter, as in
