@@ -228,13 +228,15 @@ class AdaLNBlock(nn.Module):
     The same (β, γ) apply to every token. x: (N, T, D), c: (N, D) -> (N, T, D).
     """
 
+    num_modulations = 4                 # (β1, γ1, β2, γ2)
+
     def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0):
         super().__init__()
         self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.attn = Attention(hidden_size, num_heads)
         self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 4 * hidden_size, bias=True))
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, self.num_modulations * hidden_size, bias=True))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         shift_msa, scale_msa, shift_mlp, scale_mlp = self.adaLN_modulation(c).chunk(4, dim=1)   # each (N, D)
@@ -243,7 +245,7 @@ class AdaLNBlock(nn.Module):
         return x                                                               # (N, T, D)
 
 
-class DiTBlock(nn.Module):
+class DiTBlock(AdaLNBlock):
     """The adaLN-Zero DiT block (§3.2, Figure 3 right), the paper's choice and our default.
 
     From c = t_emb + y_emb an MLP regresses six vectors: (β1, γ1, α1) for the attention branch and
@@ -252,13 +254,8 @@ class DiTBlock(nn.Module):
     the block is the identity at initialisation. x: (N, T, D), c: (N, D) -> (N, T, D).
     """
 
-    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
-        self.attn = Attention(hidden_size, num_heads)
-        self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
-        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size, bias=True))
+    # Same layers (and official key names) as adaLN; the regression also outputs the gates α1, α2.
+    num_modulations = 6                 # (β1, γ1, α1, β2, γ2, α2)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
