@@ -33,8 +33,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
+from ditlib.configs import DEFAULT_CONFIG, get_config  # noqa: E402
+from ditlib.doctor import build_steps, matmul_peak_gflops, train_gflops_per_s  # noqa: E402
+from ditlib.flops import gflops  # noqa: E402
 from ditlib.interop import to_diffusers  # noqa: E402
 from ditlib.models import DiT_models, build_model  # noqa: E402
+from ditlib.runtime import cpu_bf16_probe, hardware_summary  # noqa: E402
 
 COMPILE_LIMIT_S = 60.0
 """A compiled row is dropped when its first call (the compilation) takes longer than this."""
@@ -134,7 +138,7 @@ def machine() -> dict:
     except (OSError, StopIteration):
         pass
     import diffusers
-    return {"torch": torch.__version__, "diffusers": diffusers.__version__, "python": platform.python_version(),
+    return {"hardware": hardware_summary("cpu"), "bf16_probe": cpu_bf16_probe(), "torch": torch.__version__, "diffusers": diffusers.__version__, "python": platform.python_version(),
             "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "cpu": cpu,
             "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
@@ -213,13 +217,81 @@ def run(args) -> dict:
 
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "command": " ".join(["benchmarks/bench_model.py"] + sys.argv[1:]),
-            "machine": machine(), "config": vars(args), "rounds": rounds, "params": parameter_counts(ditlib_model, diffusers_model),
+            "machine": machine(), "config": vars(args), "rounds": rounds, "gflops_per_forward": gflops(ditlib_model), "params": parameter_counts(ditlib_model, diffusers_model),
             "results": results}
+
+
+#################################################################################
+#        ditlib's own training step, its speed-ups, and the machine's peak      #
+#################################################################################
+
+STEP_VARIANTS = (  # (label, compile, fused AdamW): what `python -m ditlib train` can run
+    ("step eager, foreach AdamW", False, False),
+    ("step eager, fused AdamW", False, True),
+    ("step compiled, fused AdamW", True, True),           # the default for runs of >= 1000 steps
+)
+
+
+def run_step_variants(args) -> dict:
+    """ditlib's real training step (hybrid loss, AdamW, EMA) in each variant and precision, and the fp32
+    matmul peak, measured in interleaved rounds; GFLOP/s by the paper's count (×2 multiply-adds, ×3 fwd+bwd)."""
+    config = get_config(DEFAULT_CONFIG).replace(
+        model=args.model, image_size=args.input_size, in_channels=args.in_channels, num_classes=args.num_classes,
+        learn_sigma=args.learn_sigma, batch_size=args.batch)
+    variants = [(label, compiled, fused) for label, compiled, fused in STEP_VARIANTS
+                if args.compile_step or not compiled]
+    prepared = []
+    for dtype in args.dtypes:
+        for label, compiled, fused in variants:
+            name = f"{label}, {dtype}"
+            print(f"[{name}] warming up ...", file=sys.stderr, flush=True)
+            step, _, info = build_steps(config, dtype, device="cpu", compile=compiled, fused_adamw=fused)
+            start = time.perf_counter()
+            step()                                                             # compiles, allocates AdamW state
+            first = time.perf_counter() - start
+            for _ in range(max(args.warmup, 1)):
+                step()
+            per_iter = (time.perf_counter() - start - first) / max(args.warmup, 1)
+            prepared.append((name, step, max(1, round(args.seconds / per_iter)), first, info))
+    peaks, rates = [], {name: [] for name, *_ in prepared}
+    started = time.perf_counter()
+    for r in range(args.repeats):
+        peaks.append(matmul_peak_gflops(torch.float32, seconds=max(0.2, args.seconds / 2)))
+        for name, step, iterations, *_ in (prepared if r % 2 == 0 else prepared[::-1]):
+            begin = time.perf_counter()
+            for _ in range(iterations):
+                step()
+            rates[name].append(iterations * args.batch / (time.perf_counter() - begin))
+        if time.perf_counter() - started > args.max_seconds:
+            break
+    peak = statistics.median(peaks)
+    rows = []
+    for name, _, iterations, first, info in prepared:
+        img_s = statistics.median(rates[name])
+        achieved = train_gflops_per_s(img_s, info["gflops_per_forward"])
+        rows.append({"row": name, "img_per_s": img_s, "gflops_per_s": achieved, "pct_of_fp32_peak": 100 * achieved / peak,
+                     "first_call_s": first, "iterations": iterations, "samples": rates[name]})
+    return {"fp32_matmul_peak_gflops": peak, "peak_samples": peaks, "gflops_per_forward": prepared[0][4]["gflops_per_forward"]
+            if prepared else None, "rows": rows}
+
+
+def print_steps(steps: dict, batch: int) -> None:
+    print(f"\nditlib's training step (hybrid loss + backward + AdamW + EMA, batch {batch}); fp32 matmul peak "
+          f"{steps['fp32_matmul_peak_gflops']:.0f} GFLOP/s (2048² matmul, median of the rounds); "
+          f"{steps['gflops_per_forward']:.4f} Gflops/forward × 2 × 3 per image")
+    header = f"{'row':<34} {'img/s':>8} {'GFLOP/s':>8} {'% of peak':>9} {'first call':>10}"
+    print(header)
+    print("-" * len(header))
+    base = steps["rows"][0]["img_per_s"] if steps["rows"] else 1.0
+    for r in steps["rows"]:
+        print(f"{r['row']:<34} {r['img_per_s']:>8.1f} {r['gflops_per_s']:>8.0f} {r['pct_of_fp32_peak']:>8.0f}% "
+              f"{r['first_call_s']:>9.1f}s   ×{r['img_per_s'] / base:.2f}")
 
 
 def print_report(report: dict) -> None:
     m, cfg, p = report["machine"], report["config"], report["params"]
-    print(f"\nmachine: {m['cpu']} ({m['cpu_count']} cores, capability {m['cpu_capability']}); "
+    print(f"\nhardware: {m['hardware']}")
+    print(f"machine: {m['cpu']} ({m['cpu_count']} cores, capability {m['cpu_capability']}); "
           f"torch {m['torch']}, {m['threads']} threads; diffusers {m['diffusers']}")
     print(f"model:   {cfg['model']}, input {cfg['input_size']}×{cfg['input_size']}×{cfg['in_channels']}, "
           f"{cfg['num_classes']} classes, learn_sigma={cfg['learn_sigma']}; batch {cfg['batch']}, "
@@ -228,7 +300,9 @@ def print_report(report: dict) -> None:
     print(f"params:  ditlib {p['ditlib']:,}, diffusers {p['diffusers']:,} (diffusers +{extra:,}: a timestep MLP "
           f"and label table per block instead of one shared); without those embedders "
           f"{p['ditlib_without_embedders']:,} vs {p['diffusers_without_embedders']:,}\n")
-    header = f"{'row':<22} {'unit':<9} {'ditlib':>9} {'diffusers':>10} {'ditlib/diffusers':>17} {'paired range':>14}"
+    peak = report.get("steps", {}).get("fp32_matmul_peak_gflops")
+    header = (f"{'row':<22} {'unit':<9} {'ditlib':>9} {'diffusers':>10} {'ditlib/diffusers':>17} {'paired range':>14}"
+              f" {'ditlib % fp32 peak':>19}")
     print(header)
     print("-" * len(header))
     for r in report["results"]:
@@ -236,7 +310,10 @@ def print_report(report: dict) -> None:
             print(f"{r['row']:<22} skipped: {r['skipped']}")
             continue
         spread = f"{r['paired_ratio_min']:.2f}–{r['paired_ratio_max']:.2f}"
-        print(f"{r['row']:<22} {r['unit']:<9} {r['ditlib']:>9.2f} {r['diffusers']:>10.2f} {r['ratio']:>17.2f} {spread:>14}")
+        pct = (f"{100 * train_gflops_per_s(r['ditlib'], report['gflops_per_forward']) / peak:>18.0f}%"
+               if peak and r["unit"] == "img/s" else f"{'':>19}")
+        print(f"{r['row']:<22} {r['unit']:<9} {r['ditlib']:>9.2f} {r['diffusers']:>10.2f} {r['ratio']:>17.2f} {spread:>14} {pct}")
+    print("(train rows here: forward + MSE against a fixed target + backward + AdamW, the same workload for both models)")
 
 
 def parse_args(argv=None):
@@ -252,12 +329,19 @@ def parse_args(argv=None):
     parser.add_argument("--seconds", type=float, default=1.5, help="target length of one timed repeat")
     parser.add_argument("--max-seconds", type=float, default=240.0,
                         help="stop the timed rounds early once they have taken this long (warm-up not counted)")
-    parser.add_argument("--dtypes", default="fp32,bf16", help="comma-separated subset of fp32,bf16")
+    parser.add_argument("--dtypes", default="auto",
+                        help="comma-separated subset of fp32,bf16; 'auto' (default): fp32, plus bf16 where it is native")
+    parser.add_argument("--no-compile-step", dest="compile_step", action="store_false",
+                        help="leave out the compiled training-step row (compiling takes 20–30 s the first time)")
+    parser.add_argument("--no-compare", dest="compare", action="store_false",
+                        help="only ditlib's training-step rows, not the comparison with diffusers")
     parser.add_argument("--compile", action="store_true",
                         help=f"add torch.compile sampling rows (dropped if compiling takes > {COMPILE_LIMIT_S:.0f} s)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, 1 warmup, ~1 iteration")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
+    if args.dtypes == "auto":
+        args.dtypes = "fp32,bf16" if cpu_bf16_probe()["native"] else "fp32"
     args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     if not set(args.dtypes) <= {"fp32", "bf16"} or not args.dtypes:
         parser.error("--dtypes must be a comma-separated subset of fp32,bf16")
@@ -268,8 +352,13 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    report = run(args)
-    print_report(report)
+    report = run(args) if args.compare else {"machine": machine(), "command": " ".join(["benchmarks/bench_model.py"] + sys.argv[1:])}
+    report["steps"] = run_step_variants(args)
+    if args.compare:
+        print_report(report)
+    else:
+        print(f"\nhardware: {report['machine']['hardware']}")
+    print_steps(report["steps"], args.batch)
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:

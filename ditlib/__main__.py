@@ -1,4 +1,4 @@
-"""Command line: `python -m ditlib {train,sample,configs,export,train-vae,encode-latents,train-classifier,fid,sample-fid,student-release,autograde,grade-capstone} ...`
+"""Command line: `python -m ditlib {train,sample,configs,export,train-vae,encode-latents,train-classifier,fid,sample-fid,student-release,autograde,grade-capstone,doctor} ...`
 (run with -h for each command's options). `train` and `sample-fid` also run under `accelerate launch -m ditlib ...`."""
 from __future__ import annotations
 
@@ -60,6 +60,7 @@ def _cmd_train(args) -> int:
     overrides = {k: v for k, v in {"batch_size": args.batch_size, "precision": args.precision, "seed": args.seed,
                                    "lr": args.lr, "dataset": args.data_path, "tf32": args.tf32,
                                    "grad_checkpointing": args.grad_checkpointing, "compile": args.compile,
+                                   "fused_adamw": args.fused_adamw,
                                    "num_workers": args.num_workers}.items() if v is not None}
     if overrides:
         config = config.replace(**overrides)
@@ -128,8 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--batch-size", type=int, default=None, help="the global batch, split over processes")
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
-                   help="autocast precision (default: the config's, or accelerate launch's --mixed_precision)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None,
+                   help="autocast precision (default: the config's, 'auto' = bf16 only where the hardware computes "
+                        "it natively; or accelerate launch's --mixed_precision)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available; "
                                                   "under `accelerate launch` accelerate chooses)")
@@ -138,7 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=None, help="TF32 matmuls on CUDA")
     p.add_argument("--grad-checkpointing", action=argparse.BooleanOptionalAction, default=None,
                    help="recompute activations in backward (less memory, more time)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the model and loss (default: the config's 'auto' = runs of ≥ 1000 steps in "
+                        "one process; --no-compile for eager)")
+    p.add_argument("--fused-adamw", action=argparse.BooleanOptionalAction, default=None,
+                   help="AdamW's fused kernel on CPU/CUDA (default on; --no-fused-adamw: the foreach kernel)")
     p.add_argument("--num-workers", type=int, default=None, help="data-loading processes per rank")
     p.set_defaults(func=_cmd_train)
 
@@ -152,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weights", choices=["ema", "model"], default="ema")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="autocast precision (default auto: bf16 only where the hardware computes it natively)")
     p.add_argument("--no-clip", action="store_true", help="do not clip x̂_0 to [-1, 1] at each step")
     p.add_argument("--scale", type=int, default=2, help="enlarge the PNG's pixels this many times")
     p.add_argument("--out", default="samples.png", help="a .png grid (a .npz is written beside it) or a .npz")
@@ -167,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Commands of the latent-diffusion and evaluation lessons register themselves.
     import importlib
-    for module in ("ditlib.vae", "ditlib.evaluate", "ditlib.distributed", "ditlib.classroom"):
+    for module in ("ditlib.vae", "ditlib.evaluate", "ditlib.distributed", "ditlib.classroom", "ditlib.doctor"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as err:
@@ -178,7 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
 def main(argv=None) -> int:
+    import warnings
+
+    warnings.formatwarning = _one_line_warning      # a user at a terminal gets one line per warning
     args = build_parser().parse_args(argv)
     if getattr(args, "config", "x") is None:
         from .configs import DEFAULT_CONFIG

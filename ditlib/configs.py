@@ -37,10 +37,13 @@ class TrainConfig:
     ema_decay: float = 0.9999
     ema_warmup: bool = False            # decay_k = min(ema_decay, (1 + k) / (10 + k)): useful for short runs
     hflip: bool = True
-    precision: str = "fp32"             # "fp32" | "bf16" | "fp16" (autocast; fp16 adds a gradient scaler)
+    precision: str = "auto"             # "auto" (bf16 where the hardware computes it natively, else fp32;
+                                        # ditlib.runtime.resolve_precision) | "fp32" | "bf16" | "fp16" (+ a gradient scaler)
     tf32: bool = False                  # let float32 matmuls/convolutions use TF32 (Ampere+ GPUs; the official code does)
     grad_checkpointing: bool = False    # recompute each block's activations in backward: less memory, one more forward
-    compile: bool = False               # torch.compile the model for training
+    compile: bool | str = "auto"        # torch.compile the model + loss; "auto": in one process on CPU/CUDA for
+                                        # runs of ≥ ditlib.train.COMPILE_MIN_STEPS steps (compiling costs 20–30 s)
+    fused_adamw: bool = True            # AdamW's fused kernel on CPU and CUDA (False: the foreach kernel)
     num_workers: int = 0                # data-loading processes per rank (decoding image folders); 0 = none
     cache_latents: bool = True          # latent configs: encode the dataset once (ditlib.latents) or every batch
     max_steps: int = 400_000
@@ -97,7 +100,7 @@ register(TrainConfig(
 # and the diffusion are the paper's.
 register(TrainConfig(
     name=DEFAULT_CONFIG, model="DiT-T/4", batch_size=64, lr=7e-4, warmup_steps=200, grad_clip=1.0,
-    ema_decay=0.999, ema_warmup=True, precision="bf16", max_steps=3500, log_every=50, ckpt_every=500,
+    ema_decay=0.999, ema_warmup=True, max_steps=3500, log_every=50, ckpt_every=500,
     sample_steps=250, sample_cfg_scale=2.0,
     notes="the course's default small model: class-conditional Fashion-MNIST pixels, ~30 CPU-minutes",
 ))
@@ -135,7 +138,7 @@ for _resolution in (256, 512):
                 name=f"imagenet{_resolution}-DiT-{_size}/{_patch}", model=f"DiT-{_size}/{_patch}",
                 dataset=IMAGENET_DATASET, vae="stabilityai/sd-vae-ft-ema", image_size=_resolution // 8,
                 in_channels=4, num_classes=1000, batch_size=256, lr=1e-4, weight_decay=0.0, ema_decay=0.9999,
-                hflip=True, class_dropout_prob=0.1, precision="fp32", tf32=True, max_steps=400_000,
+                hflip=True, class_dropout_prob=0.1, tf32=True, max_steps=400_000,
                 log_every=100, ckpt_every=50_000, num_workers=4, cache_latents=False,
                 sample_steps=250, sample_cfg_scale=1.5,
                 notes=f"the paper's DiT-{_size}/{_patch} on ImageNet {_resolution}×{_resolution} (needs --data-path)",

@@ -382,7 +382,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass on each process")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="autocast precision (default auto: bf16 only where the hardware computes it natively)")
     p.add_argument("--weights", choices=["ema", "model"], default="ema")
     p.add_argument("--vae", default=None, help="VAE for latent models (default: the checkpoint's; sd-vae-ft-ema for .pt files)")
     p.add_argument("--model", default=None, help="for official .pt files: the config name, e.g. DiT-XL/2 (default: inferred)")

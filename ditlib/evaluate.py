@@ -521,6 +521,7 @@ def _cmd_fid(args) -> int:
     if args.extractor == "inception":
         inception_weights_path(args.inception_weights)  # fail in a second, before any sampling
     num_samples = args.num_samples or (None if args.samples else 10000)
+    sample_precision = None
     if args.real_vs_real:
         train_images = FashionMNIST("train").images  # (60000, 1, 32, 32)
         if num_samples > train_images.shape[0]:
@@ -552,7 +553,10 @@ def _cmd_fid(args) -> int:
                                  noise_schedule=train_cfg.get("noise_schedule", "linear"),
                                  diffusion_steps=train_cfg.get("diffusion_steps", 1000), precision=args.precision,
                                  decode=decode, clip_denoised=clip_denoised)
-        what = f"{args.ckpt} ({args.sampler}, {steps} steps, cfg {cfg_scale})"
+        from .runtime import resolve_precision
+
+        sample_precision = resolve_precision(args.precision, next(model.parameters()).device, announce=False).precision
+        what = f"{args.ckpt} ({args.sampler}, {steps} steps, cfg {cfg_scale}, {sample_precision})"
     if args.npz:
         print(f"samples -> {save_adm_npz(samples, args.npz)} (ADM layout)")
     result = compute_metrics(samples, reference=args.reference, extractor=args.extractor,
@@ -562,7 +566,8 @@ def _cmd_fid(args) -> int:
     elapsed = time.perf_counter() - start
     _print_metrics(result, what, elapsed)
     if args.json:
-        Path(args.json).write_text(json.dumps({**result, "command": _command_line(), "time_s": round(elapsed, 1)},
+        Path(args.json).write_text(json.dumps({**result, "command": _command_line(), "time_s": round(elapsed, 1),
+                                               "sample_precision": sample_precision},
                                               indent=2) + "\n")
     return 0
 
@@ -600,7 +605,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     p.add_argument("--weights", choices=["ema", "model"], default="ema")
     p.add_argument("--vae", default=None, help="decode latent samples with this VAE (default: the checkpoint's, if any)")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="autocast precision (default auto: bf16 only where the hardware computes it natively)")
     p.add_argument("--classifier", default=None, help="feature extractor checkpoint (default: the shipped one)")
     p.add_argument("--inception-weights", default=None, help="path of torch-fidelity's Inception weights")
     p.add_argument("--device", default=None)

@@ -57,10 +57,13 @@ def dataset_identity(dataset) -> dict:
                     "its content (name, split, size, a checksum) so the cache can be keyed by it")
 
 
-def cache_key(codec, dataset_id: dict) -> str:
-    """sha256 of everything the stored posteriors depend on (not the scale factor, applied when drawing)."""
+def cache_key(codec, dataset_id: dict, precision: str = "fp32") -> str:
+    """sha256 of everything the stored posteriors depend on (not the scale factor, applied when drawing).
+    `precision` is the encoder's autocast precision actually used ("fp32" keeps the keys of older caches)."""
     parts = {"format": CACHE_FORMAT, "vae_sha256": codec.fingerprint, "image_size": codec.image_size,
              "dataset": dataset_id}
+    if precision != "fp32":
+        parts["precision"] = precision
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -68,20 +71,24 @@ def cache_key(codec, dataset_id: dict) -> str:
 #                         Encoding a dataset, once                               #
 #################################################################################
 
-def encode_dataset(codec, dataset, batch_size: int = 256, progress: bool = True) -> dict:
-    """Posteriors of every image and of its mirror image.
+def encode_dataset(codec, dataset, batch_size: int = 256, progress: bool = True, precision: str = "fp32") -> dict:
+    """Posteriors of every image and of its mirror image, the encoder under `precision` autocast.
 
     Returns {"mean", "std": float16 (N, 2, C, h, w) (index 1 of dim 1 is the left-right flip), "labels": int64 (N,)}.
     """
     from tqdm.auto import tqdm
 
+    from .runtime import autocast, resolve_precision
     from .vae import _gather
 
+    device = codec.device
+    precision = resolve_precision(precision, device).precision
     means, stds, labels = [], [], []
     indices = torch.arange(len(dataset))
     for chunk in tqdm(indices.split(batch_size), desc=f"encode {len(dataset)} images ×2 flips", disable=not progress):
         x, y = _gather(dataset, chunk)                                   # (B, C_in, S, S)
-        q = codec.encode(torch.cat([x, x.flip(-1)]))                     # (2B, C, h, w)
+        with autocast(device, precision):
+            q = codec.encode(torch.cat([x, x.flip(-1)]))                 # (2B, C, h, w)
         means.append(torch.stack(q.mean.cpu().chunk(2), dim=1).half())   # (B, 2, C, h, w)
         stds.append(torch.stack(q.std.cpu().chunk(2), dim=1).half())
         labels.append(y.to(torch.int64))
@@ -89,13 +96,15 @@ def encode_dataset(codec, dataset, batch_size: int = 256, progress: bool = True)
 
 
 def load_or_encode(codec, dataset, cache_dir=None, dataset_id: dict | None = None, batch_size: int = 256,
-                   progress: bool = True) -> "LatentDataset":
+                   progress: bool = True, precision: str = "auto") -> "LatentDataset":
     """The `LatentDataset` of `dataset` under `codec`, read from the cache if a valid entry exists, else
     encoded and stored (atomically, via ditlib.checkpoints) as `<cache_dir>/<name>-<key[:16]>.*`."""
     from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+    from .runtime import resolve_precision
 
+    precision = resolve_precision(precision, codec.device).precision
     dataset_id = dataset_identity(dataset) if dataset_id is None else dataset_id
-    key = cache_key(codec, dataset_id)
+    key = cache_key(codec, dataset_id, precision)
     name = "-".join(str(p) for p in (dataset_id.get("name"), dataset_id.get("split")) if p).lower() or "dataset"
     stem = Path(cache_dir or DEFAULT_CACHE_DIR) / f"{name}-{key[:16]}"
     num_classes = getattr(dataset, "num_classes", None)
@@ -104,10 +113,10 @@ def load_or_encode(codec, dataset, cache_dir=None, dataset_id: dict | None = Non
         if meta.get("key") != key:
             raise CheckpointError(f"{stem} holds another cache (key {meta.get('key')}, expected {key})")
     except CheckpointError:
-        tensors = encode_dataset(codec, dataset, batch_size=batch_size, progress=progress)
+        tensors = encode_dataset(codec, dataset, batch_size=batch_size, progress=progress, precision=precision)
         meta = {"kind": "latent-cache", "key": key, "vae": {"name": codec.name, "sha256": codec.fingerprint,
                                                           "scale_factor": codec.scale_factor},
-                "dataset": dataset_id, "image_size": codec.image_size, "latent_shape": codec.latent_shape,
+                "dataset": dataset_id, "precision": precision, "image_size": codec.image_size, "latent_shape": codec.latent_shape,
                 "num_classes": num_classes}
         save_checkpoint(stem, tensors, meta)
     return LatentDataset(tensors["mean"], tensors["std"], tensors["labels"], codec.scale_factor,
@@ -128,7 +137,8 @@ def load_latent_cache(path) -> "LatentDataset":
 
 
 def build_latent_dataset(vae="fmnist-vae", dataset="fashion-mnist", split: str = "train", image_size: int | None = None,
-                         cache_dir=None, device=None, batch_size: int = 256, progress: bool = True) -> "LatentDataset":
+                         cache_dir=None, device=None, batch_size: int = 256, progress: bool = True,
+                         precision: str = "auto") -> "LatentDataset":
     """One call from names to a training set of latents: load the VAE (`ditlib.vae.load_vae`: a shipped
     name, checkpoint, Hub id or folder, or a `LatentCodec`), build the image dataset
     (`ditlib.data.build_dataset`, no flips), and `load_or_encode` it."""
@@ -137,7 +147,8 @@ def build_latent_dataset(vae="fmnist-vae", dataset="fashion-mnist", split: str =
 
     codec = vae if isinstance(vae, LatentCodec) else load_vae(vae, device=device)
     images = build_dataset(dataset, split, image_size=image_size or codec.image_size, hflip=False)
-    return load_or_encode(codec, images, cache_dir=cache_dir, batch_size=batch_size, progress=progress)
+    return load_or_encode(codec, images, cache_dir=cache_dir, batch_size=batch_size, progress=progress,
+                          precision=precision)
 
 
 #################################################################################

@@ -15,7 +15,7 @@ import torch
 
 from .diffusion import create_diffusion, randn
 from .models import DiT
-from .runtime import autocast
+from .runtime import autocast, resolve_precision
 
 SAMPLERS = ("ddpm", "ddim")
 
@@ -24,7 +24,7 @@ SAMPLERS = ("ddpm", "ddim")
 def sample_images(model: DiT, labels, *, num_sampling_steps: int = 250, sampler: str = "ddpm",
                   cfg_scale: float = 1.0, seed=0, guided_channels: int | None = None,
                   noise_schedule: str = "linear", diffusion_steps: int = 1000, clip_denoised: bool = True,
-                  eta: float = 0.0, precision: str = "fp32", progress: bool = True,
+                  eta: float = 0.0, precision: str = "auto", progress: bool = True,
                   noise: torch.Tensor | None = None) -> torch.Tensor:
     """Generate one image per label. Returns a float tensor (N, C, I, I) in the model's data range.
 
@@ -33,13 +33,15 @@ def sample_images(model: DiT, labels, *, num_sampling_steps: int = 250, sampler:
     seed per label: then sample i draws all its noise from its own generator, so it comes out the same
     whatever batch it is sampled in (how `ditlib.distributed` splits FID sampling over processes).
     `clip_denoised` clips x̂_0 to [−1, 1] at each step (right for pixels; the official latent sampler
-    does not clip).
+    does not clip). `precision="auto"` runs the model in bf16 only where the hardware computes it
+    natively (`ditlib.runtime.resolve_precision`), else fp32.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     if cfg_scale < 1.0:
         raise ValueError(f"cfg_scale must be >= 1 (1 = no guidance), got {cfg_scale}")
     device = next(model.parameters()).device
+    precision = resolve_precision(precision, device).precision          # once, not at every step
     labels = torch.as_tensor(labels, dtype=torch.long, device=device).reshape(-1)
     if labels.numel() == 0:
         raise ValueError("no labels given: pass at least one class to sample")

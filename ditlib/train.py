@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -34,7 +35,11 @@ from .configs import IMAGENET_DATASET, TrainConfig
 from .data import StepBatches, _derived_seed, build_dataset, infinite_batches
 from .diffusion import create_diffusion
 from .models import BLOCKS, DiT, build_model
-from .runtime import autocast, seed_everything
+from .runtime import autocast, resolve_precision, seed_everything
+
+COMPILE_MIN_STEPS = 1000
+"""`compile="auto"` compiles the loss only for runs of at least this many steps: compiling costs 20–30 s
+the first time on a CPU (seconds once inductor's cache holds it) and wins ~10 % per step (benchmarks/)."""
 
 CHECKPOINT_DIR = "checkpoints"
 LOG_FILE = "log.jsonl"
@@ -49,9 +54,11 @@ def update_ema(ema_model, model: torch.nn.Module, decay: float) -> None:
     `ema_model` is a module like `model`, or (under FSDP) a list of tensors shaped like this process's
     shards of `model.parameters()`.
     """
-    ema_params = ema_model if isinstance(ema_model, (list, tuple)) else ema_model.parameters()
-    for ema_p, p in zip(ema_params, model.parameters()):
-        ema_p.lerp_(p.detach(), 1.0 - decay)
+    ema_params = list(ema_model if isinstance(ema_model, (list, tuple)) else ema_model.parameters())
+    params = [p.detach() for p in model.parameters()]
+    if len(ema_params) != len(params):
+        raise ValueError(f"the EMA has {len(ema_params)} tensors but the model {len(params)} parameters")
+    torch._foreach_lerp_(ema_params, params, 1.0 - decay)                 # one fused update over all tensors
 
 
 def ema_decay_at(config: TrainConfig, step: int) -> float:
@@ -179,6 +186,21 @@ def _encode_batch(codec, x: torch.Tensor, seed: int, step: int, rows: slice, glo
     return (q.mean + q.std * eps.to(q.mean.device)) * codec.scale_factor
 
 
+def _resolve_compile(config: TrainConfig, device: torch.device, steps_to_run: int, distributed: bool) -> bool:
+    """`config.compile` as a bool: "auto" compiles on a CPU or CUDA device in one process for long runs."""
+    if config.compile in (True, False):
+        return config.compile
+    if config.compile != "auto":
+        raise ValueError(f"compile must be True, False or 'auto', got {config.compile!r}")
+    return device.type in ("cpu", "cuda") and not distributed and steps_to_run >= COMPILE_MIN_STEPS
+
+
+def _make_optimizer(params, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW (§4: lr 1e-4, no weight decay); the fused kernel on CPU and CUDA (one pass over all tensors)."""
+    fused = config.fused_adamw and device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused or None)
+
+
 def _set_tf32(device: torch.device, enabled: bool) -> None:
     """TF32 for float32 matmuls and convolutions on CUDA (Ampere and newer): ~8× the fp32 matmul rate, 10-bit mantissas."""
     if device.type == "cuda":
@@ -213,6 +235,8 @@ def train(config: TrainConfig, out_dir, max_steps: int | None = None, resume: bo
     progress = progress and main
     seed_everything(config.seed)                               # the same on every process: global draws
     _set_tf32(device, config.tf32)
+    precision = resolve_precision(config.precision, device, announce=main)   # "auto" -> what this hardware does fast
+    run_info = {"precision": precision.to_dict()}             # recorded in every checkpoint's JSON
 
     existing = list_checkpoints(out_dir)
     if existing and not resume:
@@ -249,10 +273,10 @@ def train(config: TrainConfig, out_dir, max_steps: int | None = None, resume: bo
         ema = sharded_ema(prepared)
         if tensors is not None:
             load_full_state_dict(prepared, ckpt.subdict(tensors, "model"))
-    optimizer = torch.optim.AdamW(prepared.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = _make_optimizer(prepared.parameters(), config, device)
     optimizer = accelerator.prepare(optimizer, device_placement=[False])
     scaler = None
-    if config.precision == "fp16":                # fp16 gradients underflow without loss scaling
+    if precision.precision == "fp16":             # fp16 gradients underflow without loss scaling
         if fsdp:
             from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
             scaler = ShardedGradScaler()
@@ -268,7 +292,8 @@ def train(config: TrainConfig, out_dir, max_steps: int | None = None, resume: bo
             scaler.load_state_dict(meta["grad_scaler"])
         _set_rng(tensors, device)
         del tensors
-    forward_model = torch.compile(prepared) if config.compile else prepared
+    compiled = _resolve_compile(config, device, max_steps - step, distributed)
+    run_info["compiled"] = compiled
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
@@ -287,7 +312,13 @@ def train(config: TrainConfig, out_dir, max_steps: int | None = None, resume: bo
     draw_device = torch.device("cpu") if device.type == "xla" else device    # XLA: draw on the host, exactly resumable
 
     def model_fn(x, t, **kwargs):          # the diffusion sees float32 outputs whatever the autocast
-        return forward_model(x, t, **kwargs).float()
+        return prepared(x, t, **kwargs).float()
+
+    def loss_terms(x, t, noise, model_kwargs):   # the hybrid loss (§2), per sample; compiled as one graph
+        with autocast(device, precision.precision):
+            return diffusion.training_losses(model_fn, x, t, model_kwargs=model_kwargs, noise=noise)
+
+    compute_losses = torch.compile(loss_terms, dynamic=False) if compiled else loss_terms
 
     def gathered_state():                  # (model, EMA, AdamW) state dicts; a collective under FSDP
         if fsdp:
@@ -300,7 +331,7 @@ def train(config: TrainConfig, out_dir, max_steps: int | None = None, resume: bo
     def save_checkpoint():
         states = gathered_state()
         if main:
-            extra = {"grad_scaler": scaler.state_dict()} if scaler is not None else None
+            extra = {**run_info, **({"grad_scaler": scaler.state_dict()} if scaler is not None else {})}
             _write_training_checkpoint(out_dir, step, *states, config, model.config(), device,
                                        elapsed_before + time.perf_counter() - start_time, extra)
         accelerator.wait_for_everyone()
@@ -313,6 +344,7 @@ def train(config: TrainConfig, out_dir, max_steps: int | None = None, resume: bo
     running_n = 0
     bar = tqdm(total=max_steps, initial=step, desc=f"train {config.name}", disable=not progress, dynamic_ncols=True)
     last_row: dict = {}
+    step_in_run = 0
     try:
         while step < max_steps:
             x, y = next(batches)                                               # this process's rows
@@ -328,8 +360,16 @@ def train(config: TrainConfig, out_dir, max_steps: int | None = None, resume: bo
                 model_kwargs["force_drop_ids"] = drop[rows].to(device)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(config, step)
-            with autocast(device, config.precision):
-                terms = diffusion.training_losses(model_fn, x, t, model_kwargs=model_kwargs, noise=noise)
+            try:
+                terms = compute_losses(x, t, noise, model_kwargs)
+            except Exception as err:               # a compiler that fails here must not cost the run
+                if compute_losses is loss_terms or step_in_run > 0:
+                    raise
+                print(f"torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+                      "training without it (pass --no-compile to skip the attempt)", file=sys.stderr)
+                compute_losses, run_info["compiled"] = loss_terms, False
+                terms = compute_losses(x, t, noise, model_kwargs)
+            step_in_run += 1
             loss = terms["loss"].mean()
             stats = torch.stack([loss.detach(), terms["mse"].mean().detach(), terms["vb"].mean().detach()])
             if distributed:                                                    # the global-batch mean
@@ -376,7 +416,7 @@ def train(config: TrainConfig, out_dir, max_steps: int | None = None, resume: bo
             path = _write_training_checkpoint(out_dir, step, model.state_dict(), ema.state_dict(),
                                               optimizer.state_dict(), config, model.config(), device,
                                               elapsed_before + time.perf_counter() - start_time,
-                                              {"grad_scaler": scaler.state_dict()} if scaler is not None else None)
+                                              {**run_info, **({"grad_scaler": scaler.state_dict()} if scaler is not None else {})})
             print(f"\ninterrupted: saved {path}; continue with --resume")
         raise
     finally:
@@ -388,14 +428,14 @@ def train(config: TrainConfig, out_dir, max_steps: int | None = None, resume: bo
     ema_state = gathered_state()[1] if fsdp else ema.state_dict()
     final = Path(out_dir) / FINAL_WEIGHTS
     if main:
-        final = _write_final_weights(out_dir, step, ema_state, model.config(), config, elapsed)
+        final = _write_final_weights(out_dir, step, ema_state, model.config(), config, elapsed, run_info)
         try:
             plot_loss(out_dir)
         except Exception as err:  # a plot must never cost a finished run
             print(f"(could not draw loss.png: {err})")
     accelerator.wait_for_everyone()
     return {"steps": step, "elapsed_s": elapsed, "final_loss": last_row.get("loss", math.nan),
-            "final_weights": str(final), "out_dir": str(out_dir)}
+            "final_weights": str(final), "out_dir": str(out_dir), **run_info}
 
 
 def plot_loss(out_dir, path=None):
@@ -432,6 +472,7 @@ def export_run(out_dir, dest, command: str | None = None) -> Path:
     import shutil
 
     from .data import DATA_DIR
+    from .runtime import hardware_summary
 
     out_dir, dest = Path(out_dir), Path(dest)
     tensors, meta = ckpt.load_checkpoint(out_dir / FINAL_WEIGHTS)          # verifies the hash
@@ -451,12 +492,13 @@ def export_run(out_dir, dest, command: str | None = None) -> Path:
         "final_loss": rows[-1]["loss"] if rows else None,
         "median_img_per_s": sorted(r["img_per_s"] for r in rows)[len(rows) // 2] if rows else None,
         "parameters": sum(v.numel() for v in ckpt.subdict(tensors, "ema").values()),
-        "precision": config["precision"],
+        "precision": meta.get("precision", {"used": config["precision"], "requested": config["precision"]}),
+        "compiled": meta.get("compiled"),
         "train_config": config,
         "data_sha256": ({k: v["sha256"] for k, v in json.loads(data_manifest.read_text())["files"].items()}
                         if config["dataset"] == "fashion-mnist" and data_manifest.exists() else None),
         "software": {"torch": torch.__version__, "python": platform.python_version()},
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+        "machine": hardware_summary(),
     }
     dest.with_name(dest.name + ".manifest.json").write_text(json.dumps(manifest, indent=2))
     return dest

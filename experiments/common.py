@@ -60,7 +60,7 @@ class Settings:
     sampling_steps: int = 20         # DDIM steps per sample
     sampler: str = "ddim"
     cfg_scale: float = 1.0           # no guidance: the paper's Figures 5-9 report FID without it
-    sample_precision: str = "bf16"
+    sample_precision: str = "auto"
     batch_size: int = 64
     seed: int = 0
     reference: str = "fmnist-test"

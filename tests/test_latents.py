@@ -23,7 +23,7 @@ def tiny_codec(seed=0, scale_factor=1.5):
 @pytest.fixture()
 def cached(tmp_path):
     codec, images = tiny_codec(), small_images()
-    return codec, images, load_or_encode(codec, images, cache_dir=tmp_path, progress=False)
+    return codec, images, load_or_encode(codec, images, cache_dir=tmp_path, progress=False, precision="fp32")
 
 
 def test_latent_dataset_describes_what_the_dit_sees(cached):
@@ -67,13 +67,13 @@ def test_flip_mask_selects_the_posterior_of_the_mirrored_image_not_a_mirrored_la
 def test_the_same_vae_and_dataset_reuse_the_cache_without_encoding(cached, tmp_path, monkeypatch):
     codec, images, dataset = cached
     monkeypatch.setattr(latents, "encode_dataset", lambda *a, **k: pytest.fail("re-encoded a valid cache"))
-    again = load_or_encode(tiny_codec(), small_images(), cache_dir=tmp_path, progress=False)
+    again = load_or_encode(tiny_codec(), small_images(), cache_dir=tmp_path, progress=False, precision="fp32")
     assert again.path == dataset.path and torch.equal(again.mean, dataset.mean)
 
 
 def test_a_vae_with_different_weights_rebuilds_the_cache(cached, tmp_path):
     codec, images, dataset = cached
-    other = load_or_encode(tiny_codec(seed=1), images, cache_dir=tmp_path, progress=False)
+    other = load_or_encode(tiny_codec(seed=1), images, cache_dir=tmp_path, progress=False, precision="fp32")
     assert other.path != dataset.path
     assert not torch.allclose(other.mean.float(), dataset.mean.float())
     assert len(list(tmp_path.glob("*.safetensors"))) == 2
@@ -82,7 +82,7 @@ def test_a_vae_with_different_weights_rebuilds_the_cache(cached, tmp_path):
 def test_a_changed_dataset_rebuilds_the_cache(cached, tmp_path):
     codec, images, dataset = cached
     assert dataset_identity(small_images(start=1)) != dataset_identity(images)
-    other = load_or_encode(codec, small_images(start=1), cache_dir=tmp_path, progress=False)
+    other = load_or_encode(codec, small_images(start=1), cache_dir=tmp_path, progress=False, precision="fp32")
     assert other.path != dataset.path
     torch.testing.assert_close(other.mean[0], dataset.mean[1])
 
@@ -91,13 +91,13 @@ def test_a_corrupt_cache_file_is_rebuilt(cached, tmp_path):
     codec, images, dataset = cached
     weights = dataset.path.with_suffix(".safetensors")
     weights.write_bytes(weights.read_bytes()[:-64] + bytes(64))
-    rebuilt = load_or_encode(codec, images, cache_dir=tmp_path, progress=False)
+    rebuilt = load_or_encode(codec, images, cache_dir=tmp_path, progress=False, precision="fp32")
     assert torch.equal(rebuilt.mean, dataset.mean)
 
 
 def test_scale_factor_comes_from_the_codec_not_the_cache(cached, tmp_path):
     codec, images, dataset = cached
-    rescaled = load_or_encode(tiny_codec(scale_factor=3.0), images, cache_dir=tmp_path, progress=False)
+    rescaled = load_or_encode(tiny_codec(scale_factor=3.0), images, cache_dir=tmp_path, progress=False, precision="fp32")
     assert rescaled.path == dataset.path
     torch.testing.assert_close(rescaled.posterior_mean([0]), 2.0 * dataset.posterior_mean([0]))
 
@@ -127,3 +127,12 @@ def test_a_latent_run_resumes_exactly(cached, tmp_path):
     a, _ = load_checkpoint(list_checkpoints(tmp_path / "a")[-1])
     b, _ = load_checkpoint(list_checkpoints(tmp_path / "b")[-1])
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("model.", "ema.")))
+
+
+def test_the_encoders_precision_is_part_of_the_cache_key(cached, tmp_path):
+    """A cache encoded under bf16 autocast is not the fp32 one: each precision gets its own entry."""
+    codec, images, fp32 = cached
+    bf16 = load_or_encode(codec, images, cache_dir=tmp_path, progress=False, precision="bf16")
+    assert bf16.path != fp32.path
+    assert latents.cache_key(codec, dataset_identity(images), "fp32") != latents.cache_key(codec, dataset_identity(images), "bf16")
+    torch.testing.assert_close(bf16.posterior_mean(torch.arange(4)), fp32.posterior_mean(torch.arange(4)), atol=0.1, rtol=0.1)
