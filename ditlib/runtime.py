@@ -248,7 +248,8 @@ def hardware_summary(device: torch.device | str | None = None) -> str:
 def autocast(device: torch.device, precision: str = "auto"):
     """A context for mixed precision: "auto" (see `resolve_precision`), "fp32" (off), "bf16" (CPU and GPU)
     or "fp16" (GPU only)."""
-    used = resolve_precision(precision, device).precision
+    # Callers resolve (and warn) once where the run starts; a concrete precision here is taken as decided.
+    used = resolve_precision(precision, device, announce=precision == "auto").precision
     if used == "fp32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if used == "bf16" else torch.float16

@@ -13,8 +13,9 @@ Two scales, one interface, `LatentCodec` (encode -> posterior, sample a scaled l
   numbers). Its scale factor is measured on the data after training (1 / std of posterior samples), and
   stored with its weights: `load_vae("fmnist-vae")` loads the shipped one.
 
-The VAE itself is diffusers' `AutoencoderKL` (the SD architecture); this module only configures, trains,
-measures and stores it. Training objective (the LDM autoencoder of Rombach et al. 2022 without its
+The small VAEs are `ditlib.autoencoder.AutoencoderKL`, the SD architecture with diffusers' config keys and
+state_dict names (so loading one does not import diffusers); the SD VAE is diffusers' `AutoencoderKL`. This
+module only configures, trains, measures and stores them. Training objective (the LDM autoencoder of Rombach et al. 2022 without its
 perceptual and adversarial terms), per image, averaged over the batch:
 
     L = Σ_pixels |x − D(z)|  +  w_KL · KL(q(z|x) ‖ N(0, I)),     z = μ(x) + σ(x)·ε
@@ -327,7 +328,7 @@ def get_vae_config(name: str) -> VAEConfig:
 
 def build_vae(config: VAEConfig | str, seed: int | None = None):
     """An untrained `AutoencoderKL` for a config (or config name); `seed` fixes its initial weights."""
-    from diffusers import AutoencoderKL
+    from .autoencoder import AutoencoderKL
 
     config = get_vae_config(config) if isinstance(config, str) else config
     if seed is not None:
@@ -557,8 +558,7 @@ def load_vae(name_or_path="fmnist-vae", device=None) -> LatentCodec:
                                      f"`git checkout -- data/checkpoints` or retrain it with `python -m ditlib "
                                      f"train-vae --config fmnist-vae-f4 --export {stem}`")
         return load_sd_vae(str(name_or_path), device=device)
-    from diffusers import AutoencoderKL
-
+    from .autoencoder import AutoencoderKL
     from .checkpoints import CheckpointError, load_checkpoint, subdict
 
     tensors, meta = load_checkpoint(stem)

@@ -1,7 +1,7 @@
 """What the two experiments share: a *run* is one DiT trained on latent Fashion-MNIST, stopped every
 `eval_every` steps to measure the FID-FMNIST of its EMA weights (the paper's Figures 5, 6, 8 and 9).
 
-A run is the config `fmnist-latent-DiT-T/2` (the shipped VAE's 8×8×4 latents, AdamW, EMA, bf16) with
+A run is the config `fmnist-latent-DiT-T/2` (the shipped VAE's 8×8×4 latents, AdamW, EMA, precision auto) with
 its `model` (size and patch, `ditlib.models.DiT_models`) and `block` (§3.2 design) replaced. It is
 trained with `ditlib.train.train` in segments that end at the evaluation steps; each segment resumes
 exactly from the previous one's checkpoint, so the curve is the one of an uninterrupted run.

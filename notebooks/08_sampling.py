@@ -189,11 +189,11 @@ fid, samples = {"DDPM": [], "DDIM": [], "DPM-Solver++": []}, {}
 for steps in step_counts:
     for sampler in ("ddpm", "ddim"):
         latents = sample_for_fid(model, num_samples, num_sampling_steps=steps, sampler=sampler, seed=1,
-                                 batch_size=num_samples, progress=False, clip_denoised=False, precision="bf16")
+                                 batch_size=num_samples, progress=False, clip_denoised=False, precision="auto")
         with torch.no_grad():
             samples[sampler.upper(), steps] = codec.decode(latents).clamp(-1, 1)
     with torch.no_grad():
-        samples["DPM-Solver++", steps] = codec.decode(dpm_solver_sample(labels, steps, x_T, "bf16")).clamp(-1, 1)
+        samples["DPM-Solver++", steps] = codec.decode(dpm_solver_sample(labels, steps, x_T, "auto")).clamp(-1, 1)
     for name in fid:
         fid[name].append(fid_fmnist(samples[name, steps]))
 for name, values in fid.items():

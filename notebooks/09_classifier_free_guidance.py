@@ -188,7 +188,7 @@ reference = test_images[keep].permute(0, 2, 3, 1)                     # uint8 NÃ
 results = []
 for g in fid_scales:
     samples = sample_for_fid(model, num_fid, cfg_scale=g, num_sampling_steps=fid_steps, sampler="ddim",
-                             progress=False, decode=codec.decode, clip_denoised=False, precision="bf16")
+                             progress=False, decode=codec.decode, clip_denoised=False, precision="auto")
     results.append(compute_metrics(samples, reference=reference))
     print(f"s = {g:3g}:  FID-FMNIST {results[-1]['fid']:6.2f}   IS {results[-1]['isc_mean']:5.2f}   "
           f"precision {results[-1]['precision']:.2f}   recall {results[-1]['recall']:.2f}")

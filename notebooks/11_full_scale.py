@@ -80,7 +80,7 @@ for field in ("model", "vae", "image_size", "in_channels", "num_classes", "batch
 assert xl2.lr == 1e-4 and xl2.batch_size == 256 and xl2.ema_decay == 0.9999 and xl2.class_dropout_prob == 0.1
 
 # %% [markdown]
-# The course's runs use a larger learning rate with warm-up, gradient clipping, a shorter EMA and bf16: a
+# The course's runs use a larger learning rate with warm-up, gradient clipping and a shorter EMA: a
 # few thousand steps on a CPU need them. The paper's 400K-step runs need none of these.
 #
 # ## 2. The Stable Diffusion VAE

@@ -30,7 +30,7 @@
 #
 # **Grading.** FID-FMNIST of 1,000 samples (100 per class), 50 DDIM steps, your `sample_cfg_scale`,
 # against the 10,000 test images: exactly `python -m ditlib fid --ckpt capstone --num-samples 1000
-# --num-sampling-steps 50 --sampler ddim --precision bf16` with your guidance scale. Lower is better,
+# --num-sampling-steps 50 --sampler ddim` (precision `auto`) with your guidance scale. Lower is better,
 # and the points add up:
 #
 # | FID-FMNIST at most | points | for comparison (measured with this grader) |
