@@ -65,9 +65,9 @@ def build_steps(config_name=None, precision: str = "fp32", batch_size: int | Non
     """(train_step, sample_step, info) for a training config's model on random data of its shape.
 
     `train_step()` is `ditlib.train`'s step: t ~ U{0..T−1}, ε ~ N(0, I), the hybrid loss (§2) under
-    `precision` autocast, backward, AdamW (fused or foreach), EMA update; with `compile` the model and
-    loss are one `torch.compile` graph as `ditlib.train` compiles them. `sample_step()` is one
-    `torch.no_grad()` forward of the batch. info: {"config", "model", "batch", "gflops_per_forward"}.
+    `precision` autocast, backward, gradient clipping (if the config clips), AdamW (fused or foreach), EMA
+    update; with `compile` the model and loss are one `torch.compile` graph as `ditlib.train` compiles them.
+    `sample_step()` is one `torch.no_grad()` forward of the batch. info: {"config", "model", "batch", "gflops_per_forward"}.
     """
     from .configs import DEFAULT_CONFIG, get_config
     from .diffusion import create_diffusion
@@ -103,6 +103,8 @@ def build_steps(config_name=None, precision: str = "fp32", batch_size: int | Non
         terms = losses(x, t, torch.randn_like(x), y)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].mean().backward()
+        if config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         update_ema(ema, model, 0.999)
         _sync(device)

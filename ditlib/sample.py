@@ -95,14 +95,28 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).numpy()
 
 
+def tile_images(images: np.ndarray, nrow: int = 8, padding: int = 2, pad_value: int = 255) -> np.ndarray:
+    """(N, H, W, C) uint8 -> one (rows·(H+p)+p, nrow·(W+p)+p, C) uint8 grid, row-major, white padding.
+
+    (torchvision's `make_grid` layout; written here so that saving a grid does not import torchvision,
+    which imports torch._dynamo and costs a second of start-up.)"""
+    n, h, w, c = images.shape
+    cols = min(nrow, n)
+    rows = -(-n // cols)
+    grid = np.full((rows * (h + padding) + padding, cols * (w + padding) + padding, c), pad_value, dtype=np.uint8)
+    for i in range(n):
+        r, k = divmod(i, cols)
+        top, left = padding + r * (h + padding), padding + k * (w + padding)
+        grid[top:top + h, left:left + w] = images[i]
+    return grid
+
+
 def save_grid(images: torch.Tensor, path, nrow: int = 8, padding: int = 2, scale: int = 1) -> Path:
     """Save (N, C, H, W) images in [−1, 1] as one PNG grid of `nrow` columns; `scale` enlarges pixels."""
     from PIL import Image
-    from torchvision.utils import make_grid
 
-    grid = make_grid((images.detach().float().cpu().clamp(-1, 1) + 1) / 2, nrow=nrow, padding=padding, pad_value=1.0)
-    arr = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    img = Image.fromarray(arr[..., 0] if images.shape[1] == 1 else arr)
+    arr = tile_images(to_uint8(images), nrow=nrow, padding=padding)          # (rows·(H+p)+p, cols·(W+p)+p, C)
+    img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     path = Path(path)

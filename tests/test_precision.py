@@ -5,6 +5,7 @@ fast, as with AVX512-BF16/AMX), so these tests mean the same on every machine.""
 import json
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -199,3 +200,17 @@ def test_a_compiled_run_trains_like_an_eager_one(cpu_probe, tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-4, rtol=1e-3)
+
+
+def test_saving_a_grid_matches_torchvisions_layout(tmp_path):
+    """ditlib.sample.save_grid tiles without torchvision (start-up), in make_grid's layout and rounding."""
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    from ditlib.sample import save_grid
+
+    images = torch.rand(11, 1, 6, 5) * 2 - 1                                  # (N, C, H, W) in [-1, 1]
+    ours = np.asarray(Image.open(save_grid(images, tmp_path / "g.png", nrow=4, padding=2)))
+    theirs = make_grid((images + 1) / 2, nrow=4, padding=2, pad_value=1.0)[0]   # (H', W')
+    assert ours.shape == tuple(theirs.shape)
+    assert np.abs(ours.astype(int) - (theirs.numpy() * 255).round().astype(int)).max() <= 1
