@@ -94,8 +94,9 @@ register(TrainConfig(
     log_every=5, ckpt_every=10, sample_steps=10, notes="a few seconds on a CPU; for tests only",
 ))
 
-# The course's default: a 4.2M-parameter DiT on 64 tokens of Fashion-MNIST pixels. From the CPU facts
-# (~200 img/s bf16 on 2 cores, less on a busy machine) 3500 steps of batch 64 (~3.7 epochs) take ~26 min (measured: 142 img/s).
+# The course's default: a 4.2M-parameter DiT on 64 tokens of Fashion-MNIST pixels.
+# 3500 steps of batch 64 (~3.7 epochs) took 26 min on a 2-core CPU with native bf16 (bf16: 142 img/s); on an
+# AVX2-only CPU, where "auto" trains in fp32 (~80 img/s reported), about 45 min.
 # Short runs want more, smaller steps, a higher lr, warm-up and an EMA with warm-up; the architecture
 # and the diffusion are the paper's.
 register(TrainConfig(
@@ -128,7 +129,8 @@ register(TRAIN_CONFIGS[DEFAULT_CONFIG].replace(
 # comparisons; DiT-XL/2 went on to 7M steps at 256 and 3M at 512). `dataset` is a placeholder: pass
 # `--data-path` (an ImageNet train folder, one sub-folder per class, read with the ADM centre crop) or
 # `--latents` (a cache from `python -m ditlib encode-latents`). Like the official script, each batch is
-# encoded by the VAE as it is drawn (cache_latents=False), in fp32 with TF32 matmuls; docs/full-scale.md
+# encoded by the VAE as it is drawn (cache_latents=False), with TF32 matmuls and precision "auto" (bf16 on
+# A100/H100-class GPUs; `--precision fp32` gives the official script's numerics); docs/full-scale.md
 # has the launch commands. The paper trained only DiT-XL/2 at 512; the other sizes are there to try.
 IMAGENET_DATASET = "imagenet"
 for _resolution in (256, 512):

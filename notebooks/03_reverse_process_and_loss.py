@@ -358,14 +358,17 @@ titles.append("sample")
 
 # %% [markdown]
 # `ditlib`'s `p_sample_loop`, given the same x_T and a generator in the same state, must produce the same
-# images, and so must `sample_images`, the function behind `python -m ditlib sample`:
+# images, and so must `sample_images`, the function behind `python -m ditlib sample`. We ask it for fp32, the
+# precision of the loop above; by default (`precision="auto"`) it runs the model in bf16 on hardware that
+# computes bf16 natively, which moves the samples by bf16's rounding.
 
 # %%
 gen = torch.Generator().manual_seed(0)
 x_T = torch.randn(len(y), 1, 32, 32, generator=gen)
 samples = sampler.p_sample_loop(model, x_T.shape, noise=x_T, model_kwargs={"y": y}, generator=gen)
 assert torch.allclose(samples_by_hand, samples, atol=1e-5)
-assert torch.allclose(samples, sample_images(model, y, num_sampling_steps=num_steps, seed=0, progress=False), atol=1e-5)
+assert torch.allclose(samples, sample_images(model, y, num_sampling_steps=num_steps, seed=0, progress=False,
+                                             precision="fp32"), atol=1e-5)
 print(f"hand-written loop = p_sample_loop = sample_images (largest difference "
       f"{(samples_by_hand - samples).abs().max():.1e})")
 

@@ -16,7 +16,7 @@ from ditlib.runtime import QUICK_ENV
 os.environ[QUICK_ENV] = "1"
 os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
 
-QUICK_BUDGET_S = 120.0
+QUICK_BUDGET_S = 60.0
 _seconds: dict[str, float] = defaultdict(float)
 
 

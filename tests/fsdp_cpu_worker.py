@@ -35,5 +35,5 @@ def make_fsdp_accelerator(device=None, fsdp_wrap=distributed.DEFAULT_FSDP_WRAP):
 if __name__ == "__main__":
     distributed.make_accelerator = make_fsdp_accelerator
     out, max_steps = sys.argv[1], int(sys.argv[2])
-    train(get_config("debug").replace(grad_clip=1.0), out, max_steps=max_steps, resume="resume" in sys.argv[3:],
-          progress=False)
+    train(get_config("debug").replace(grad_clip=1.0, precision="fp32"), out, max_steps=max_steps,
+          resume="resume" in sys.argv[3:], progress=False)

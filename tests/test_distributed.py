@@ -49,10 +49,12 @@ def runs(tmp_path_factory):
     """One process with the whole batch for 6 steps (checkpoints at 3 and 6); two processes for 3 steps,
     then resumed to 6."""
     root = tmp_path_factory.mktemp("distributed")
-    train(get_config("debug").replace(ckpt_every=3), root / "single", max_steps=6, progress=False)
-    launch("train", "--config", "debug", "--max-steps", "3", "--out", str(root / "two"))
+    # fp32 on every machine: bf16 sums depend on the thread count (1 per process here), so they would not match
+    train(get_config("debug").replace(ckpt_every=3, precision="fp32"), root / "single", max_steps=6, progress=False)
+    launch("train", "--config", "debug", "--max-steps", "3", "--out", str(root / "two"), "--precision", "fp32")
     first = ckpt.load_checkpoint(list_checkpoints(root / "two")[-1])
-    resumed = launch("train", "--config", "debug", "--max-steps", "6", "--out", str(root / "two"), "--resume")
+    resumed = launch("train", "--config", "debug", "--max-steps", "6", "--out", str(root / "two"), "--resume",
+                     "--precision", "fp32")
     return root, first, resumed
 
 
@@ -88,7 +90,8 @@ def test_distributed_sampling_writes_each_index_once_whatever_the_process_count(
     out = root / "fid"
     reference = save_adm_npz(FashionMNIST("test").get_batch(torch.arange(20))[0], root / "reference.npz")
     launch("sample-fid", "--ckpt", str(root / "single" / "final"), "--num-samples", "10", "--num-sampling-steps", "3",
-           "--cfg-scale", "1.5", "--batch-size", "3", "--reference", str(reference), "--out", str(out))
+           "--cfg-scale", "1.5", "--batch-size", "3", "--reference", str(reference), "--out", str(out),
+           "--precision", "fp32")
     written = [json.loads((out / f"written-rank{r}.json").read_text())["written"] for r in (0, 1)]
     assert not set(written[0]) & set(written[1]) and sorted(written[0] + written[1]) == list(range(10))
     assert sorted(p.name for p in (out / "samples").iterdir()) == [f"{i:06d}.png" for i in range(10)]
@@ -98,7 +101,8 @@ def test_distributed_sampling_writes_each_index_once_whatever_the_process_count(
     assert np.isfinite(json.loads((out / "fid.json").read_text())["fid"])
     # One process, another batch size: the same images (each index has its own label and seed).
     model, _ = ckpt.load_model(root / "single" / "final")
-    sample_fid_images(model, root / "one", 10, cfg_scale=1.5, num_sampling_steps=3, batch_size=4, progress=False)
+    sample_fid_images(model, root / "one", 10, cfg_scale=1.5, num_sampling_steps=3, batch_size=4, progress=False,
+                      precision="fp32")
     alone = np.load(collect_fid_npz(root / "one", 10))["arr_0"]
     assert np.abs(alone.astype(int) - images.astype(int)).max() <= 1
 
