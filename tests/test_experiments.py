@@ -132,3 +132,16 @@ def test_plot_draws_every_figure_from_the_jsons(results):
     for name in ("block_designs.png", "scaling_fid_vs_steps.png", "scaling_fid_vs_gflops.png",
                  "scaling_fid_vs_compute.png"):
         assert (out / name).stat().st_size > 1000
+
+
+def test_vae_variants_records_each_variant_once(tmp_path, monkeypatch):
+    import vae_variants
+
+    args = ["--base", "vae-debug", "--max-steps", "2", "--only", "f4-c8", "--out", str(tmp_path / "res"),
+            "--work", str(tmp_path / "work")]
+    vae_variants.main(args)
+    result = json.loads((tmp_path / "res" / "f4-c8.json").read_text())
+    assert result["config"]["latent_channels"] == 8 and result["latent_shape"] == [8, 8, 8]
+    assert result["steps"] == 2 and result["psnr_db"] > 0 and "CPU" in result["hardware"]
+    monkeypatch.setattr(vae_variants, "train_vae", lambda *a, **k: pytest.fail("trained a finished variant again"))
+    vae_variants.main(args)
