@@ -13,7 +13,7 @@ import torch
 from ditlib import vae as vae_lib
 from ditlib.data import FashionMNIST
 from ditlib.vae import (SD_VAE_SCALE_FACTOR, LatentCodec, VAEWeightsNotFound, build_vae, estimate_scale_factor,
-                        get_vae_config, load_sd_vae, load_vae, reconstruction_psnr, save_vae)
+                        get_vae_config, load_sd_vae, load_vae, reconstruction_psnr, save_vae, train_vae)
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "data" / "checkpoints" / "fmnist-vae"
@@ -151,3 +151,30 @@ def test_sd_vae_architecture_from_a_local_folder_gives_32x32x4_latents_at_scale_
     x = torch.rand(1, 3, 256, 256) * 2 - 1
     z = codec.encode_sample(x)
     assert z.shape == (1, 4, 32, 32) and codec.decode(z).shape == (1, 3, 256, 256)
+
+
+def test_the_perceptual_term_matches_features_and_is_off_by_default(test_images):
+    """L gains w_P·‖φ(x) − φ(x̂)‖² only when asked; its gradient reaches the decoder, never φ."""
+    from ditlib.vae import vae_loss
+
+    torch.manual_seed(0)
+    vae = build_vae("vae-debug", seed=0)
+    phi = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(32 * 32, 16)).requires_grad_(False)
+    x = test_images[:4]
+    torch.manual_seed(1)
+    plain = vae_loss(vae, x, 1e-4)
+    torch.manual_seed(1)
+    with_p = vae_loss(vae, x, 1e-4, features=phi, perceptual_weight=2.0)
+    assert plain["perceptual"].item() == 0.0 and with_p["perceptual"].item() > 0
+    torch.testing.assert_close(with_p["loss"], plain["loss"] + 2.0 * with_p["perceptual"])
+    with_p["loss"].backward()
+    assert vae.decoder.conv_out.weight.grad.abs().sum() > 0 and all(p.grad is None for p in phi.parameters())
+    with pytest.raises(ValueError, match="needs `features`"):
+        vae_loss(vae, x, 1e-4, perceptual_weight=1.0)
+
+
+def test_train_vae_with_the_perceptual_term_runs(tmp_path):
+    summary = train_vae(get_vae_config("vae-debug").replace(perceptual_weight=1.0), tmp_path / "p", max_steps=2,
+                        progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "p" / "log.jsonl").read_text().splitlines()]
+    assert summary["steps"] == 2 and rows and rows[-1]["perceptual"] > 0
