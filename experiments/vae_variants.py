@@ -29,6 +29,7 @@ VARIANTS = {
     "f4-c4": {},                                   # the shipped recipe, re-run here for a same-machine baseline
     "f4-c8": {"latent_channels": 8},               # 8×8×8: twice the numbers, still 16 tokens at patch 2
     "f4-c8-p1": {"latent_channels": 8, "perceptual_weight": 1.0},   # + feature matching on the FID classifier
+    "f4-c4-p1": {"perceptual_weight": 1.0},                           # the same term at the shipped 8×8×4
 }
 
 

@@ -145,3 +145,22 @@ def test_vae_variants_records_each_variant_once(tmp_path, monkeypatch):
     assert result["steps"] == 2 and result["psnr_db"] > 0 and "CPU" in result["hardware"]
     monkeypatch.setattr(vae_variants, "train_vae", lambda *a, **k: pytest.fail("trained a finished variant again"))
     vae_variants.main(args)
+
+
+def test_latent_dit_on_vae_trains_on_the_vaes_latents_and_records_the_readme_fid(tmp_path, monkeypatch):
+    import latent_dit_on_vae
+
+    from ditlib import latents
+    from ditlib.vae import get_vae_config, train_vae
+
+    monkeypatch.setattr(latents, "DEFAULT_CACHE_DIR", tmp_path / "cache")      # keep the 60k-image cache out of runs/
+    train_vae(get_vae_config("vae-debug"), tmp_path / "vae", max_steps=2, progress=False)
+    args = ["--vae", str(tmp_path / "vae" / "final"), "--name", "tiny", "--max-steps", "2", "--fid-samples", "50",
+            "--out", str(tmp_path / "res"), "--work", str(tmp_path / "work")]
+    assert latent_dit_on_vae.main(args) == 0
+    result = json.loads((tmp_path / "res" / "tiny.json").read_text())
+    assert result["steps"] == 2 and result["latent_shape"] == [4, 8, 8] and result["n"] == 50
+    assert result["fid"] > 0 and "--num-samples 50 --num-sampling-steps 50 --sampler ddim --cfg-scale 2" in result["fid_command"]
+    assert result["train_config"]["vae"] == str(tmp_path / "vae" / "final")
+    monkeypatch.setattr(latent_dit_on_vae, "train", lambda *a, **k: pytest.fail("trained a finished run again"))
+    assert latent_dit_on_vae.main(args) == 0
