@@ -50,7 +50,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed_rate(fn, seconds: float, min_calls: int = 2) -> float:
+def timed_rate(fn, seconds: float, min_calls: int = 2) -> float:
     """Calls per second of `fn` after one untimed call, timed for at least `min_calls` calls and ~`seconds`."""
     fn()
     calls, start = 0, time.perf_counter()
@@ -136,8 +136,8 @@ def measure_model(config_name: str | None = None, precision: str = "fp32", batch
     "gflops_per_forward", "model", "config"}.
     """
     train_step, sample_step, info = build_steps(config_name, precision, batch_size, device)
-    train_rate = _timed_rate(train_step, seconds) * info["batch"]
-    sample_rate = _timed_rate(sample_step, seconds / 2)
+    train_rate = timed_rate(train_step, seconds) * info["batch"]
+    sample_rate = timed_rate(sample_step, seconds / 2)
     return {**info, "train_img_per_s": train_rate,
             "train_gflops_per_s": train_gflops_per_s(train_rate, info["gflops_per_forward"]),
             "sample_passes_per_s": sample_rate}

@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from ditlib.configs import get_config  # noqa: E402
-from ditlib.doctor import _timed_rate, build_steps  # noqa: E402
+from ditlib.doctor import build_steps, timed_rate  # noqa: E402
 from ditlib.models import build_model  # noqa: E402
 from ditlib.runtime import hardware_summary  # noqa: E402
 from ditlib.sample import sample_images  # noqa: E402
@@ -47,7 +47,7 @@ def main() -> None:
         config = base.replace(model=name, image_size=side, in_channels=channels, vae=None)
         for precision in ("fp32", "bf16"):
             step, _, info = build_steps(config, precision, device="cpu")
-            img_s = _timed_rate(step, 3.0) * info["batch"]
+            img_s = timed_rate(step, 3.0) * info["batch"]
             torch.manual_seed(0)
             model = build_model(name, **config.model_kwargs())
             row = {"model": name, "input": f"{side}x{side}x{channels}", "precision": precision,
