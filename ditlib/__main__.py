@@ -124,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a DiT")
     p.add_argument("--config", default=None, help="a training config name (see `configs`); default: the course's small model")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (default: the config's)")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop after this many steps (default: the config's max_steps, where a cosine lr schedule ends)")
     p.add_argument("--out", default=None, help="run folder (default: runs/<config>)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--batch-size", type=int, default=None, help="the global batch, split over processes")

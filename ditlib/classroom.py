@@ -309,7 +309,8 @@ def totals(rows: list[dict]) -> dict[str, tuple[float, float]]:
 CAPSTONE_BUDGET_TFLOPS = 150.0
 """Training compute allowed, in Tflops by the paper's convention (§4, Figure 9): Gflops of one forward
 pass × batch size × steps × 3. The shipped pixel model fmnist-DiT-T/4 used 121 (26 min on 2 CPU cores),
-the latent fmnist-latent-DiT-T/2 30 (plus 3.5 min of encoding the latent cache once, not counted)."""
+the course's default fmnist-latent-DiT-T/2 52 (6000 steps; 11 min of fp32 training on 2 cores, plus encoding
+the latent cache once, not counted)."""
 
 CAPSTONE_BANDS = (
     # ((FID-FMNIST at most in full mode, in quick mode), points); the points add up. Calibration, full | quick:

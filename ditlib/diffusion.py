@@ -273,13 +273,28 @@ class GaussianDiffusion:
         decoder_nll = mean_flat(decoder_nll) / math.log(2.0)
         return {"output": torch.where(t == 0, decoder_nll, kl), "pred_xstart": out["pred_xstart"]}
 
+    def min_snr_weight(self, t: torch.Tensor, gamma: float) -> torch.Tensor:
+        """Min-SNR-γ weights for ε-prediction (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR
+        Weighting Strategy", eq. 8 rewritten for ε): w_t = min(SNR_t, γ) / SNR_t with SNR_t = ᾱ_t / (1 − ᾱ_t).
+
+        It lowers the weight of the low-noise steps (SNR_t > γ), whose ε targets are easy but whose gradients
+        fight those of the noisy steps; shape (N,), float32. Beyond the paper: DiT weights all t equally.
+        """
+        if gamma <= 0:
+            raise ValueError(f"min-SNR gamma must be > 0, got {gamma}")
+        abar = torch.as_tensor(self.alphas_cumprod).to(device=t.device, dtype=torch.float64)[t]
+        snr = abar / (1.0 - abar)
+        return (torch.clamp(snr, max=gamma) / snr).float()
+
     def training_losses(self, model, x_start: torch.Tensor, t: torch.Tensor, model_kwargs: dict | None = None,
-                        noise: torch.Tensor | None = None) -> dict:
+                        noise: torch.Tensor | None = None, min_snr_gamma: float | None = None) -> dict:
         """The hybrid loss of DiT (§2, §4; Improved DDPM §3.1), per sample.
 
         Returns {"loss", "mse", "vb"} each of shape (N,): mse = ‖ε − ε_θ‖² (mean over dimensions);
         vb = L_vlb with the ε output detached, so the bound trains only Σ; loss = mse + vb.
-        For fixed Σ there is no vb term (it is returned as zeros).
+        For fixed Σ there is no vb term (it is returned as zeros). With `min_snr_gamma` (an option beyond
+        the paper) the ε term is weighted: loss = w_t · mse + vb, w_t from `min_snr_weight`; "mse" stays
+        the unweighted ‖ε − ε_θ‖² so that logs compare across weightings.
         """
         model_kwargs = model_kwargs or {}
         if noise is None:
@@ -311,7 +326,10 @@ class GaussianDiffusion:
             terms["vb"] = torch.zeros(x_t.shape[0], device=x_t.device, dtype=model_output.dtype)
 
         terms["mse"] = mean_flat((noise - model_output) ** 2)
-        terms["loss"] = terms["mse"] + terms["vb"]
+        if min_snr_gamma is None:
+            terms["loss"] = terms["mse"] + terms["vb"]
+        else:
+            terms["loss"] = self.min_snr_weight(t, min_snr_gamma) * terms["mse"] + terms["vb"]
         return terms
 
     # ----------------------------------------------------------------- sampling

@@ -93,7 +93,7 @@ def build_steps(config_name=None, precision: str = "fp32", batch_size: int | Non
     def loss_terms(x, t, noise, y):
         with autocast(device, precision):
             return diffusion.training_losses(lambda a, b, **k: model(a, b, **k).float(), x, t,
-                                             model_kwargs={"y": y}, noise=noise)
+                                             model_kwargs={"y": y}, noise=noise, min_snr_gamma=config.min_snr_gamma)
 
     losses = torch.compile(loss_terms, dynamic=False) if compile else loss_terms
 

@@ -47,6 +47,7 @@ CHECKPOINT_DIR = "checkpoints"
 LOG_FILE = "log.jsonl"
 FINAL_WEIGHTS = "final"        # out_dir/final.{safetensors,json}: EMA weights only, for sampling and shipping
 KEEP_CHECKPOINTS = 2
+SNAPSHOT_DIR = "snapshots"     # out_dir/snapshots/step-{step}: EMA weights every config.snapshot_every steps, all kept
 
 
 @torch.no_grad()
@@ -70,11 +71,22 @@ def ema_decay_at(config: TrainConfig, step: int) -> float:
     return config.ema_decay
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
 def lr_at(config: TrainConfig, step: int) -> float:
-    """Constant learning rate (the paper's), after an optional linear warm-up."""
+    """The learning rate of optimiser step `step` (0-based), after an optional linear warm-up: constant
+    (the paper's), or "cosine" from lr down to lr·final_lr_ratio at step max_steps (an option for short runs)."""
+    if config.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}; choose one of {LR_SCHEDULES}")
     if config.warmup_steps > 0 and step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
-    return config.lr
+    if config.lr_schedule == "constant":
+        return config.lr
+    span = max(config.max_steps - config.warmup_steps, 1)
+    progress = min(max(step - config.warmup_steps, 0) / span, 1.0)
+    floor = config.lr * config.final_lr_ratio
+    return floor + (config.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def list_checkpoints(out_dir) -> list[Path]:
@@ -119,10 +131,15 @@ def save_training_checkpoint(out_dir, step: int, model: DiT, ema: DiT, optimizer
 
 
 def _write_final_weights(out_dir, step: int, ema_state: dict, model_config: dict, config: TrainConfig,
-                         elapsed_s: float, extra: dict | None = None) -> Path:
+                         elapsed_s: float, extra: dict | None = None, name: str = FINAL_WEIGHTS) -> Path:
     meta = {"kind": "weights", "step": step, "train_config": config.to_dict(), "model_config": model_config,
             "elapsed_s": elapsed_s, **(extra or {})}
-    return ckpt.save_checkpoint(Path(out_dir) / FINAL_WEIGHTS, ckpt.prefixed(ema_state, "ema"), meta)
+    return ckpt.save_checkpoint(Path(out_dir) / name, ckpt.prefixed(ema_state, "ema"), meta)
+
+
+def list_snapshots(out_dir) -> list[Path]:
+    """The EMA snapshots of a run (config.snapshot_every), oldest first, as checkpoint stems."""
+    return sorted(p.with_suffix("") for p in (Path(out_dir) / SNAPSHOT_DIR).glob("step-*.json"))
 
 
 def save_final_weights(out_dir, step: int, ema: DiT, config: TrainConfig, elapsed_s: float, extra: dict | None = None) -> Path:
@@ -167,7 +184,7 @@ def _training_data(config: TrainConfig, dataset, device: torch.device, accelerat
         from .latents import build_latent_dataset
 
         with accelerator.main_process_first():        # one process encodes and writes the cache; the others read it
-            dataset = build_latent_dataset(config.vae, config.dataset, "train")
+            dataset = build_latent_dataset(config.vae, config.dataset, "train", precision=config.precision)
     elif dataset is None:
         dataset = build_dataset(config.dataset, "train", image_size=config.image_size, hflip=False)
     if codec is None and getattr(dataset, "in_channels", config.in_channels) != config.in_channels:
@@ -321,7 +338,8 @@ def train(config: TrainConfig, out_dir, max_steps: int | None = None, resume: bo
 
     def loss_terms(x, t, noise, model_kwargs):   # the hybrid loss (§2), per sample; compiled as one graph
         with autocast(device, precision.precision):
-            return diffusion.training_losses(model_fn, x, t, model_kwargs=model_kwargs, noise=noise)
+            return diffusion.training_losses(model_fn, x, t, model_kwargs=model_kwargs, noise=noise,
+                                             min_snr_gamma=config.min_snr_gamma)
 
     compute_losses = torch.compile(loss_terms, dynamic=False) if compiled else loss_terms
 
@@ -414,6 +432,12 @@ def train(config: TrainConfig, out_dir, max_steps: int | None = None, resume: bo
                 bar.set_postfix(loss=f"{last_row['loss']:.4f}", img_s=f"{last_row['img_per_s']:.0f}")
                 running = {k: 0.0 for k in running}
                 running_n, window_start, window_images = 0, now, 0
+            if config.snapshot_every and step % config.snapshot_every == 0:
+                ema_state = gathered_state()[1] if fsdp else ema.state_dict()
+                if main:      # elapsed_s: training time up to this step
+                    _write_final_weights(out_dir, step, ema_state, model.config(), config,
+                                         elapsed_before + time.perf_counter() - start_time, run_info,
+                                         name=f"{SNAPSHOT_DIR}/step-{step:07d}")
             if step % config.ckpt_every == 0 or step == max_steps:
                 save_checkpoint()
     except KeyboardInterrupt:

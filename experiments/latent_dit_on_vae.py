@@ -27,6 +27,20 @@ from ditlib.vae import load_vae  # noqa: E402
 RESULTS = ROOT / "experiments" / "results" / "latent_dit"
 
 
+def parse_overrides(items: list[str]) -> dict:
+    """["model=DiT-M/2", "min_snr_gamma=5"] -> {"model": "DiT-M/2", "min_snr_gamma": 5}."""
+    changes = {}
+    for item in items:
+        field, sep, value = item.partition("=")
+        if not sep or not field:
+            raise SystemExit(f"--set wants FIELD=VALUE, got {item!r}")
+        try:
+            changes[field] = json.loads(value)
+        except json.JSONDecodeError:
+            changes[field] = value
+    return changes
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vae", required=True, help="a VAE checkpoint stem (or shipped name)")
@@ -34,6 +48,10 @@ def main(argv=None) -> int:
     parser.add_argument("--config", default="fmnist-latent-DiT-T/2", help="the latent training config to reuse")
     parser.add_argument("--max-steps", type=int, default=None, help="default: the config's (3500)")
     parser.add_argument("--fid-samples", type=int, default=1000)
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="change a field of the training config (repeatable), e.g. --set model=DiT-M/2 "
+                             "--set lr_schedule=cosine --set min_snr_gamma=5; VALUE is read as JSON, else as text")
+    parser.add_argument("--cfg-scale", type=float, default=2.0, help="guidance of the FID samples (README: 2)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "latent-dit")
     args = parser.parse_args(argv)
@@ -44,14 +62,17 @@ def main(argv=None) -> int:
         return 0
     codec = load_vae(args.vae, device="cpu")
     config = get_config(args.config).replace(name=f"{args.config}-on-{args.name}", vae=str(args.vae),
-                                             in_channels=codec.latent_channels, image_size=codec.latent_shape[1])
+                                             in_channels=codec.latent_channels, image_size=codec.latent_shape[1],
+                                             **parse_overrides(args.set))
+    if args.max_steps is not None:                 # the run's length is the config's (a cosine lr ends there)
+        config = config.replace(max_steps=args.max_steps)
     run_dir = args.work / args.name
     start = time.perf_counter()
     summary = train(config, run_dir, max_steps=args.max_steps, resume=True)
     train_wall = time.perf_counter() - start
     fid_json = run_dir / "fid.json"
     fid_args = ["fid", "--ckpt", str(run_dir / "final"), "--num-samples", str(args.fid_samples),
-                "--num-sampling-steps", "50", "--sampler", "ddim", "--cfg-scale", "2", "--seed", "0",
+                "--num-sampling-steps", "50", "--sampler", "ddim", "--cfg-scale", f"{args.cfg_scale:g}", "--seed", "0",
                 "--json", str(fid_json)]
     start = time.perf_counter()
     ditlib_main(fid_args)

@@ -348,7 +348,7 @@ except VAEWeightsNotFound as err:
 # - `AutoencoderKL` encodes x to a diagonal Gaussian q(z|x); DiT trains on s · (μ + σ·ε) and decodes its
 #   samples with D(z / s). Our small one maps 32×32×1 → 8×8×4 at about 27 dB PSNR.
 # - The scale factor s = 1 / std(latents) gives the diffusion unit-variance data, the scale its noise
-#   schedule assumes; 0.18215 for the SD VAE, 0.553 for ours (measured from data, stored with the weights).
+#   schedule assumes; 0.18215 for the SD VAE, 0.491 for ours (measured from data, stored with the weights).
 # - A latent is a small multi-channel image, and blends of latents decode to plausible images.
 #
 # **More to try.** Compute the scale factor per channel (`latents.std(dim=(0, 2, 3))`): how different are

@@ -278,3 +278,31 @@ def test_progressive_loop_yields_every_step_and_ends_where_the_loop_ends():
     final = diffusion.p_sample_loop(model, shape, generator=torch.Generator().manual_seed(3))
     assert [s["t"] for s in steps] == list(range(9, -1, -1))
     assert torch.equal(steps[-1]["sample"], final)
+
+
+def test_min_snr_weight_caps_the_signal_to_noise_ratio_at_gamma(diffusion):
+    t = torch.tensor([0, 10, 100, 300, 999])
+    abar = np.cumprod(1.0 - np.linspace(1e-4, 0.02, 1000))[t.numpy()]
+    snr = abar / (1.0 - abar)                      # written out from ᾱ_t, independently of the class
+    expected = np.minimum(snr, 5.0) / snr
+    w = diffusion.min_snr_weight(t, 5.0)
+    assert torch.allclose(w, torch.tensor(expected, dtype=torch.float32), rtol=1e-5)
+    assert w[0] < 0.01 and w[-1] == 1.0            # clean steps down-weighted, noisy steps untouched
+    with pytest.raises(ValueError, match="gamma"):
+        diffusion.min_snr_weight(t, 0.0)
+
+
+def test_min_snr_weighting_scales_only_the_eps_term(diffusion):
+    torch.manual_seed(0)
+    x0 = torch.randn(4, 1, 4, 4)
+    t = torch.tensor([1, 50, 400, 900])
+    noise = torch.randn_like(x0)
+    out = torch.randn(4, 2, 4, 4)
+    model = lambda x, ts, **kw: out                # a fixed "model": same output for both calls
+    plain = diffusion.training_losses(model, x0, t, noise=noise)
+    weighted = diffusion.training_losses(model, x0, t, noise=noise, min_snr_gamma=5.0)
+    w = diffusion.min_snr_weight(t, 5.0)
+    assert torch.allclose(weighted["mse"], plain["mse"])
+    assert torch.allclose(weighted["vb"], plain["vb"])
+    assert torch.allclose(weighted["loss"], w * plain["mse"] + plain["vb"])
+    assert not torch.allclose(weighted["loss"], plain["loss"])

@@ -164,3 +164,34 @@ def test_latent_dit_on_vae_trains_on_the_vaes_latents_and_records_the_readme_fid
     assert result["train_config"]["vae"] == str(tmp_path / "vae" / "final")
     monkeypatch.setattr(latent_dit_on_vae, "train", lambda *a, **k: pytest.fail("trained a finished run again"))
     assert latent_dit_on_vae.main(args) == 0
+
+
+def test_latent_dit_overrides_parse_json_values_and_refuse_bad_items():
+    import latent_dit_on_vae
+
+    assert latent_dit_on_vae.parse_overrides(["model=DiT-M/2", "min_snr_gamma=5", "lr_schedule=cosine",
+                                              "grad_clip=null"]) == {
+        "model": "DiT-M/2", "min_snr_gamma": 5, "lr_schedule": "cosine", "grad_clip": None}
+    with pytest.raises(SystemExit, match="FIELD=VALUE"):
+        latent_dit_on_vae.parse_overrides(["model"])
+
+
+def test_quality_curve_measures_every_snapshot_once_and_plots_fid_against_time(tmp_path, monkeypatch):
+    import quality_curve
+
+    args = ["--config", "debug", "--every", "10", "--out", str(tmp_path / "run"), "--fid-samples", "40",
+            "--sampling-steps", "4", "--json", str(tmp_path / "curve.json"), "--plot", str(tmp_path / "curve.png")]
+    assert quality_curve.main(args) == 0
+    record = json.loads((tmp_path / "curve.json").read_text())
+    assert [p["step"] for p in record["points"]] == [10, 20]                  # debug: 20 steps
+    assert 0 < record["points"][0]["elapsed_s"] <= record["points"][1]["elapsed_s"]
+    assert all(p["fid"] > 0 and p["n"] == 40 for p in record["points"])
+    assert "--num-samples 40 --num-sampling-steps 4 --sampler ddim --cfg-scale 2" in record["points"][0]["command"]
+    assert record["train_config"]["snapshot_every"] == 10 and record["steps"] == 20
+    assert (tmp_path / "curve.png").stat().st_size > 10_000
+    # A second run resumes: nothing is trained or measured twice.
+    monkeypatch.setattr(quality_curve, "measure", lambda *a, **k: pytest.fail("measured a snapshot again"))
+    assert quality_curve.main(args + ["--no-train"]) == 0
+    assert "--no-train" not in json.loads((tmp_path / "curve.json").read_text())["command"]   # how it was made stays
+    with pytest.raises(SystemExit):                                            # another config's curve is refused
+        quality_curve.main(["--config", "fmnist-DiT-T/2", "--no-train"] + args[2:])

@@ -1,5 +1,6 @@
 """Specification of training, checkpoints, resume and sampling (ditlib.train, ditlib.checkpoints, ditlib.sample)."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +11,9 @@ from ditlib.data import FashionMNIST
 from ditlib.diffusion import create_diffusion
 from ditlib.models import build_model
 from ditlib.sample import sample_images, save_grid, save_npz, to_uint8
-from ditlib.train import ema_decay_at, list_checkpoints, read_log, train, update_ema
+from ditlib.train import ema_decay_at, list_checkpoints, list_snapshots, lr_at, read_log, train, update_ema
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class SmallDataset(torch.utils.data.Dataset):
@@ -85,6 +88,21 @@ def test_ema_warmup_starts_fast_and_reaches_the_configured_decay():
     assert ema_decay_at(cfg.replace(ema_warmup=False), 0) == cfg.ema_decay
 
 
+def test_lr_schedules_warm_up_then_hold_or_follow_a_cosine():
+    cfg = get_config("debug").replace(lr=1e-3, warmup_steps=10, max_steps=110, final_lr_ratio=0.1)
+    assert lr_at(cfg, 0) == pytest.approx(1e-4)                     # warm-up: (step + 1) / warmup_steps
+    assert lr_at(cfg, 9) == pytest.approx(1e-3)
+    assert lr_at(cfg, 100) == pytest.approx(1e-3)                   # constant: the paper's
+    cos = cfg.replace(lr_schedule="cosine")
+    assert lr_at(cos, 10) == pytest.approx(1e-3)                    # the cosine starts where warm-up ended,
+    assert lr_at(cos, 60) == pytest.approx(1e-4 + 0.9e-3 * 0.5)     # is half-way down at mid-run
+    assert lr_at(cos, 110) == pytest.approx(1e-4)                   # and ends at lr · final_lr_ratio
+    assert lr_at(cos, 500) == pytest.approx(1e-4)
+    assert all(lr_at(cos, k) >= lr_at(cos, k + 1) for k in range(10, 110))
+    with pytest.raises(ValueError, match="lr_schedule"):
+        lr_at(cfg.replace(lr_schedule="step"), 20)
+
+
 def test_resuming_an_interrupted_run_gives_the_same_weights(tmp_path, small_data, debug_config):
     train(debug_config, tmp_path / "straight", max_steps=10, progress=False, dataset=small_data)
     train(debug_config, tmp_path / "split", max_steps=5, progress=False, dataset=small_data)
@@ -99,6 +117,21 @@ def test_resuming_an_interrupted_run_gives_the_same_weights(tmp_path, small_data
     assert torch.equal(a["rng.torch"], b["rng.torch"])
     assert [r["step"] for r in read_log(tmp_path / "split")] == [5, 10]
     assert [r["loss"] for r in read_log(tmp_path / "split")] == [r["loss"] for r in read_log(tmp_path / "straight")]
+
+
+def test_snapshots_keep_the_ema_weights_of_every_interval_with_their_time(tmp_path, small_data, debug_config):
+    cfg = debug_config.replace(snapshot_every=4, max_steps=12)
+    train(cfg, tmp_path, progress=False, dataset=small_data)
+    snaps = list_snapshots(tmp_path)
+    assert [p.name for p in snaps] == ["step-0000004", "step-0000008", "step-0000012"]
+    metas = [ckpt.load_checkpoint(p)[1] for p in snaps]
+    assert [m["step"] for m in metas] == [4, 8, 12]
+    assert 0 < metas[0]["elapsed_s"] < metas[1]["elapsed_s"] < metas[2]["elapsed_s"]
+    last, final = ckpt.load_checkpoint(snaps[-1])[0], ckpt.load_checkpoint(tmp_path / "final")[0]
+    assert set(last) == set(final) and all(torch.equal(last[k], final[k]) for k in final)   # step 12 = the end
+    first = ckpt.load_checkpoint(snaps[0])[0]
+    assert any(not torch.equal(first[k], final[k]) for k in final)                         # not one tensor saved thrice
+    assert list_snapshots(tmp_path / "nothing-here") == []
 
 
 def test_a_run_folder_with_checkpoints_is_not_overwritten(tmp_path, small_data, debug_config):
@@ -201,6 +234,31 @@ def test_saved_grid_and_npz_have_the_expected_layout(tmp_path):
     import numpy as np
     data = np.load(save_npz(images, [0, 1, 2, 3, 4, 5], tmp_path / "s.npz"))
     assert data["arr_0"].shape == (6, 32, 32, 1) and data["labels"].tolist() == [0, 1, 2, 3, 4, 5]
+
+
+def test_the_default_config_is_the_shipped_default_model():
+    """One default: the config `python -m ditlib train` runs is the one the shipped latent model was trained with
+    (up to how it was run: the precision asked for and the EMA snapshots), and `Pretrained.load()` loads it."""
+    from ditlib.sample import SHIPPED_MODELS
+
+    stem = ROOT / "data" / "checkpoints" / SHIPPED_MODELS[0]
+    assert SHIPPED_MODELS[0] == DEFAULT_CONFIG.replace("/", "-")
+    manifest = json.loads(stem.with_suffix(".manifest.json").read_text())
+    config = get_config(DEFAULT_CONFIG).to_dict()
+    differ = {k for k in config if manifest["train_config"].get(k) != config[k]}
+    assert differ <= {"precision", "snapshot_every"}, differ
+    assert manifest["steps"] == config["max_steps"] and manifest["command"].startswith("python -m ditlib train")
+    _, meta = ckpt.load_checkpoint(stem)
+    assert meta["step"] == manifest["steps"]
+
+
+def test_the_paper_recipe_differs_from_the_default_only_in_its_optimisation():
+    default, paper = get_config(DEFAULT_CONFIG).to_dict(), get_config("fmnist-latent-DiT-T/2-paper").to_dict()
+    differ = {k for k in default if default[k] != paper[k]}
+    assert differ == {"name", "notes", "batch_size", "lr", "warmup_steps", "grad_clip", "lr_schedule", "min_snr_gamma",
+                      "ema_decay", "ema_warmup", "max_steps", "ckpt_every"}
+    assert (paper["lr"], paper["batch_size"], paper["ema_decay"], paper["lr_schedule"]) == (1e-4, 256, 0.9999, "constant")
+    assert paper["batch_size"] * paper["max_steps"] == default["batch_size"] * default["max_steps"]   # equal images
 
 
 def test_unknown_training_config_is_refused_with_the_list():

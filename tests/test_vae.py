@@ -100,6 +100,11 @@ def test_shipped_vae_reconstructs_test_images_well(shipped):
     assert reconstruction_psnr(shipped, 500) > 24.0                  # dB; the manifest records all 10000
 
 
+def test_shipped_vae_reconstructions_are_close_to_the_fid_floor(shipped):
+    """Issue 13's bar: rFID-FMNIST <= 1.5 on the first 1,000 test images (the train-vs-test floor there is 0.63)."""
+    assert vae_lib.reconstruction_fid(shipped, n=1000) < 1.5
+
+
 def test_shipped_vae_is_small_and_its_manifest_matches_its_weights():
     manifest = json.loads(SHIPPED.with_suffix(".manifest.json").read_text())
     meta = json.loads(SHIPPED.with_suffix(".json").read_text())
