@@ -75,13 +75,15 @@ for name, config in TRAIN_CONFIGS.items():
 xl2 = get_config("imagenet256-DiT-XL/2")
 small = get_config("fmnist-latent-DiT-T/2")
 for field in ("model", "vae", "image_size", "in_channels", "num_classes", "batch_size", "lr", "warmup_steps",
-              "grad_clip", "ema_decay", "precision", "tf32", "max_steps", "sample_steps", "sample_cfg_scale"):
+              "lr_schedule", "grad_clip", "min_snr_gamma", "ema_decay", "precision", "tf32", "max_steps", "sample_steps",
+              "sample_cfg_scale"):
     print(f"{field:17s} {str(getattr(xl2, field)):28s} {str(getattr(small, field))}")
 assert xl2.lr == 1e-4 and xl2.batch_size == 256 and xl2.ema_decay == 0.9999 and xl2.class_dropout_prob == 0.1
 
 # %% [markdown]
-# The course's runs use a larger learning rate with warm-up, gradient clipping and a shorter EMA: a
-# few thousand steps on a CPU need them. The paper's 400K-step runs need none of these.
+# The course's runs use a larger learning rate with warm-up and a cosine decay, gradient clipping, min-SNR
+# weighting of the loss and a shorter EMA: a few thousand steps on a CPU need them (lesson 07 and the README
+# give the measured effect of each). The paper's 400K-step runs use none of these.
 #
 # ## 2. The Stable Diffusion VAE
 #
