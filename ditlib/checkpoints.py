@@ -50,9 +50,27 @@ def save_checkpoint(path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
     if js_path.exists():        # the old JSON goes first: a crash in between leaves no half-valid pair
         js_path.unlink()
     os.chmod(tmp_st, 0o644)      # safetensors writes owner-only files; checkpoints are for sharing
+    for tmp in (tmp_st, tmp_js):  # on disk before the renames: a power loss must not leave a renamed empty file
+        fsync_path(tmp)
+    fsync_path(stem.parent)
     os.replace(tmp_st, st_path)
     os.replace(tmp_js, js_path)
+    fsync_path(stem.parent)      # the renames themselves
     return stem
+
+
+def fsync_path(path) -> None:
+    """Flush a file's (or a folder's entries') data to the disk; a no-op where the OS cannot open folders."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:                # e.g. folders on Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:                # some file systems refuse fsync on folders
+        pass
+    finally:
+        os.close(fd)
 
 
 def _json_default(obj):

@@ -147,8 +147,8 @@ class GaussianDiffusion:
         acp_next = np.append(acp[1:], 0.0)
         # β̃_t = β_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t), the variance of q(x_{t−1} | x_t, x_0) (DDPM Eq. 7).
         post_var = betas * (1.0 - acp_prev) / (1.0 - acp)
-        # β̃_0 = 0, so its log is clipped to β̃_1 (ADM).
-        post_log_var_clipped = np.log(np.append(post_var[1], post_var[1:]))
+        # β̃_0 = 0, so its log is clipped to β̃_1 (ADM); a one-step process has no β̃_1 and uses β_1 instead.
+        post_log_var_clipped = np.log(np.append(post_var[1] if len(betas) > 1 else betas[0], post_var[1:]))
 
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731  (float64 tensors)
         self.betas = t(betas)
@@ -167,7 +167,7 @@ class GaussianDiffusion:
         self.posterior_mean_coef2 = t((1.0 - acp_prev) * np.sqrt(alphas) / (1.0 - acp))
         self.log_betas = t(np.log(betas))
         # fixed_large uses β_t but β̃_1 at t = 0 for a better decoder likelihood (ADM).
-        self.fixed_large_variance = t(np.append(post_var[1], betas[1:]))
+        self.fixed_large_variance = t(np.append(post_var[1] if len(betas) > 1 else betas[0], betas[1:]))
 
     # ----------------------------------------------------------------- forward q
     def _check_t(self, t: torch.Tensor, x: torch.Tensor) -> None:

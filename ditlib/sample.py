@@ -7,6 +7,8 @@ the first half carries the requested labels, the second half the null class, and
 """
 from __future__ import annotations
 
+import numbers
+
 from functools import partial
 from pathlib import Path
 
@@ -21,6 +23,15 @@ SAMPLERS = ("ddpm", "ddim")
 
 
 @torch.no_grad()
+def check_sampling_steps(num_sampling_steps, diffusion_steps: int = 1000) -> int:
+    """The number of respaced sampling steps, if it is a whole number from 1 to the diffusion's T; else ValueError."""
+    if isinstance(num_sampling_steps, bool) or not isinstance(num_sampling_steps, numbers.Integral) \
+            or not 1 <= num_sampling_steps <= diffusion_steps:
+        raise ValueError(f"the number of sampling steps must be a whole number from 1 to {diffusion_steps} "
+                         f"(the diffusion's steps), got {num_sampling_steps!r}")
+    return int(num_sampling_steps)
+
+
 def sample_images(model: DiT, labels, *, num_sampling_steps: int = 250, sampler: str = "ddpm",
                   cfg_scale: float = 1.0, seed=0, guided_channels: int | None = None,
                   noise_schedule: str = "linear", diffusion_steps: int = 1000, clip_denoised: bool = True,
@@ -47,6 +58,7 @@ def sample_images(model: DiT, labels, *, num_sampling_steps: int = 250, sampler:
         raise ValueError("no labels given: pass at least one class to sample")
     if int(labels.min()) < 0 or int(labels.max()) >= model.num_classes:
         raise ValueError(f"labels must lie in [0, {model.num_classes - 1}]; got {labels.tolist()}")
+    check_sampling_steps(num_sampling_steps, diffusion_steps)
     respacing = f"ddim{num_sampling_steps}" if sampler == "ddim" else str(num_sampling_steps)
     diffusion = create_diffusion(respacing, noise_schedule=noise_schedule, learn_sigma=model.learn_sigma,
                                  diffusion_steps=diffusion_steps)
@@ -180,7 +192,7 @@ class Pretrained:
         cfg = self.train_config
         samples = sample_images(
             self.model, labels,
-            num_sampling_steps=num_sampling_steps or cfg.get("sample_steps", 250),
+            num_sampling_steps=cfg.get("sample_steps", 250) if num_sampling_steps is None else num_sampling_steps,
             cfg_scale=cfg.get("sample_cfg_scale", 1.0) if cfg_scale is None else cfg_scale,
             sampler=sampler, seed=seed, progress=progress,
             noise_schedule=cfg.get("noise_schedule", "linear"), diffusion_steps=cfg.get("diffusion_steps", 1000),

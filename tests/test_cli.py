@@ -47,6 +47,8 @@ def test_train_then_sample_from_the_command_line(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (("train", "--config", "nope"), "unknown training config 'nope'"),
     (("sample", "--ckpt", "no/such/checkpoint"), "no checkpoint at no/such/checkpoint"),
+    (("sample", "--ckpt", str(SHIPPED), "--num-sampling-steps", "0"), "sampling steps must be a whole number from 1 to 1000"),
+    (("fid", "--ckpt", str(SHIPPED), "--num-sampling-steps", "1001"), "got 1001"),
 ])
 def test_bad_input_gives_a_one_line_error_not_a_traceback(args, message):
     out = run(*args)

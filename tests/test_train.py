@@ -213,6 +213,14 @@ def test_sampling_is_deterministic_for_a_seed(sampler):
     assert not torch.equal(a, c)
 
 
+def test_sampling_refuses_a_step_count_outside_one_to_t():
+    model = build_model("DiT-debug/8", input_size=32, in_channels=1, num_classes=10)
+    for bad in (0, -3, 1001, 2.5, True):
+        with pytest.raises(ValueError, match="whole number from 1 to 1000"):
+            sample_images(model, [1], num_sampling_steps=bad, progress=False)
+    assert sample_images(model, [1], num_sampling_steps=1, progress=False).shape == (1, 1, 32, 32)
+
+
 def test_sampling_refuses_bad_labels_and_scales():
     model = _random_model()
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 9\]"):
@@ -271,3 +279,22 @@ def test_every_training_config_builds_its_model():
         with torch.device("meta"):
             model = build_model(cfg.model, **cfg.model_kwargs())
         assert model.in_channels == cfg.in_channels and model.num_classes == cfg.num_classes
+
+
+def test_checkpoint_files_reach_the_disk_before_and_after_they_are_renamed(tmp_path, monkeypatch):
+    """Each temporary file is fsynced before its rename, and the folder before and after, so a power loss
+    cannot leave a renamed but empty checkpoint."""
+    import os
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(ckpt.os, "fsync", lambda fd: (events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))),
+                                                       real_fsync(fd))[1])
+    monkeypatch.setattr(ckpt.os, "replace", lambda a, b: (events.append(("replace", str(b))), real_replace(a, b))[1])
+    stem = ckpt.save_checkpoint(tmp_path / "run" / "w", {"a": torch.ones(3)}, {"kind": "weights"})
+    folder = str((tmp_path / "run").resolve())
+    kinds = [(kind, Path(p).name) for kind, p in events]
+    assert kinds[:3] == [("fsync", "w.safetensors.tmp"), ("fsync", "w.json.tmp"), ("fsync", "run")]
+    assert kinds[3:5] == [("replace", "w.safetensors"), ("replace", "w.json")]
+    assert events[5] == ("fsync", folder) and len(events) == 6
+    assert torch.equal(ckpt.load_checkpoint(stem)[0]["a"], torch.ones(3))
