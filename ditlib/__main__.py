@@ -81,14 +81,13 @@ def _cmd_sample(args) -> int:
     import torch
 
     from .runtime import default_device
-    from .sample import Pretrained, check_sampling_steps, save_grid, save_npz
+    from .sample import Pretrained, sampling_steps, save_grid, save_npz
 
     pretrained = Pretrained.load(args.ckpt, device=default_device(args.device), which=args.weights)
     model, train_cfg = pretrained.model, pretrained.train_config
     classes = args.classes if args.classes else list(range(model.num_classes))
     labels = torch.tensor([c for c in classes for _ in range(args.per_class)])
-    steps = train_cfg.get("sample_steps", 250) if args.num_sampling_steps is None else args.num_sampling_steps
-    check_sampling_steps(steps, train_cfg.get("diffusion_steps", 1000))   # before any sampling work
+    steps = sampling_steps(args.num_sampling_steps, train_cfg)          # checked before any sampling work
     cfg_scale = args.cfg_scale if args.cfg_scale is not None else train_cfg.get("sample_cfg_scale", 1.0)
     start = time.perf_counter()
     # A latent model samples latents, then the VAE decodes them (§3.1); pixels are clipped at each step.

@@ -148,7 +148,8 @@ class GaussianDiffusion:
         # β̃_t = β_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t), the variance of q(x_{t−1} | x_t, x_0) (DDPM Eq. 7).
         post_var = betas * (1.0 - acp_prev) / (1.0 - acp)
         # β̃_0 = 0, so its log is clipped to β̃_1 (ADM); a one-step process has no β̃_1 and uses β_1 instead.
-        post_log_var_clipped = np.log(np.append(post_var[1] if len(betas) > 1 else betas[0], post_var[1:]))
+        var_at_0 = post_var[1] if len(betas) > 1 else betas[0]
+        post_log_var_clipped = np.log(np.append(var_at_0, post_var[1:]))
 
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731  (float64 tensors)
         self.betas = t(betas)
@@ -167,7 +168,7 @@ class GaussianDiffusion:
         self.posterior_mean_coef2 = t((1.0 - acp_prev) * np.sqrt(alphas) / (1.0 - acp))
         self.log_betas = t(np.log(betas))
         # fixed_large uses β_t but β̃_1 at t = 0 for a better decoder likelihood (ADM).
-        self.fixed_large_variance = t(np.append(post_var[1] if len(betas) > 1 else betas[0], betas[1:]))
+        self.fixed_large_variance = t(np.append(var_at_0, betas[1:]))
 
     # ----------------------------------------------------------------- forward q
     def _check_t(self, t: torch.Tensor, x: torch.Tensor) -> None:
@@ -282,7 +283,7 @@ class GaussianDiffusion:
         """
         if gamma <= 0:
             raise ValueError(f"min-SNR gamma must be > 0, got {gamma}")
-        abar = torch.as_tensor(self.alphas_cumprod).to(device=t.device, dtype=torch.float64)[t]
+        abar = self.alphas_cumprod.to(t.device)[t]                              # float64, (N,)
         snr = abar / (1.0 - abar)
         return (torch.clamp(snr, max=gamma) / snr).float()
 

@@ -337,10 +337,9 @@ def _cmd_sample_fid(args) -> int:
     accelerator = make_accelerator(args.device)
     device = run_device(accelerator, args.device)
     model, train_cfg, codec = _load_for_sampling(args.ckpt, args.weights, device, args.vae, args.model)
-    steps = train_cfg.get("sample_steps", 250) if args.num_sampling_steps is None else args.num_sampling_steps
-    from .sample import check_sampling_steps
+    from .sample import sampling_steps
 
-    check_sampling_steps(steps, train_cfg.get("diffusion_steps", 1000))   # before any sampling work
+    steps = sampling_steps(args.num_sampling_steps, train_cfg)          # checked before any sampling work
     cfg_scale = args.cfg_scale if args.cfg_scale is not None else train_cfg.get("sample_cfg_scale", 1.0)
     out = Path(args.out)
     start = time.perf_counter()

@@ -546,10 +546,9 @@ def _cmd_fid(args) -> int:
         elif model.in_channels not in (1, 3):
             raise ValueError(f"{args.ckpt} samples {model.in_channels}-channel latents: pass --vae NAME_OR_PATH "
                              "(e.g. fmnist-vae) to decode them to images")
-        steps = train_cfg.get("sample_steps", 250) if args.num_sampling_steps is None else args.num_sampling_steps
-        from .sample import check_sampling_steps
+        from .sample import sampling_steps
 
-        check_sampling_steps(steps, train_cfg.get("diffusion_steps", 1000))   # before any sampling work
+        steps = sampling_steps(args.num_sampling_steps, train_cfg)          # checked before any sampling work
         cfg_scale = args.cfg_scale if args.cfg_scale is not None else train_cfg.get("sample_cfg_scale", 1.0)
         samples = sample_for_fid(model, num_samples, cfg_scale=cfg_scale, num_sampling_steps=steps,
                                  sampler=args.sampler, seed=args.seed, batch_size=args.batch_size,

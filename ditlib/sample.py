@@ -8,7 +8,6 @@ the first half carries the requested labels, the second half the null class, and
 from __future__ import annotations
 
 import numbers
-
 from functools import partial
 from pathlib import Path
 
@@ -22,7 +21,6 @@ from .runtime import autocast, resolve_precision
 SAMPLERS = ("ddpm", "ddim")
 
 
-@torch.no_grad()
 def check_sampling_steps(num_sampling_steps, diffusion_steps: int = 1000) -> int:
     """The number of respaced sampling steps, if it is a whole number from 1 to the diffusion's T; else ValueError."""
     if isinstance(num_sampling_steps, bool) or not isinstance(num_sampling_steps, numbers.Integral) \
@@ -32,6 +30,13 @@ def check_sampling_steps(num_sampling_steps, diffusion_steps: int = 1000) -> int
     return int(num_sampling_steps)
 
 
+def sampling_steps(requested, train_config: dict) -> int:
+    """`requested` steps, or the checkpoint's `sample_steps` (250) when None; checked against its T."""
+    steps = train_config.get("sample_steps", 250) if requested is None else requested
+    return check_sampling_steps(steps, train_config.get("diffusion_steps", 1000))
+
+
+@torch.no_grad()
 def sample_images(model: DiT, labels, *, num_sampling_steps: int = 250, sampler: str = "ddpm",
                   cfg_scale: float = 1.0, seed=0, guided_channels: int | None = None,
                   noise_schedule: str = "linear", diffusion_steps: int = 1000, clip_denoised: bool = True,
@@ -192,7 +197,7 @@ class Pretrained:
         cfg = self.train_config
         samples = sample_images(
             self.model, labels,
-            num_sampling_steps=cfg.get("sample_steps", 250) if num_sampling_steps is None else num_sampling_steps,
+            num_sampling_steps=sampling_steps(num_sampling_steps, cfg),
             cfg_scale=cfg.get("sample_cfg_scale", 1.0) if cfg_scale is None else cfg_scale,
             sampler=sampler, seed=seed, progress=progress,
             noise_schedule=cfg.get("noise_schedule", "linear"), diffusion_steps=cfg.get("diffusion_steps", 1000),

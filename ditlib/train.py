@@ -351,6 +351,9 @@ def train(config: TrainConfig, out_dir, max_steps: int | None = None, resume: bo
             return model_state, ema_state, optimizer_state_full(prepared, optimizer.optimizer, param_names)
         return model.state_dict(), ema.state_dict(), optimizer.state_dict()
 
+    def ema_state_dict():                  # the EMA's weights; a collective under FSDP
+        return gathered_state()[1] if fsdp else ema.state_dict()
+
     def save_checkpoint():
         states = gathered_state()
         if main:
@@ -433,7 +436,7 @@ def train(config: TrainConfig, out_dir, max_steps: int | None = None, resume: bo
                 running = {k: 0.0 for k in running}
                 running_n, window_start, window_images = 0, now, 0
             if config.snapshot_every and step % config.snapshot_every == 0:
-                ema_state = gathered_state()[1] if fsdp else ema.state_dict()
+                ema_state = ema_state_dict()
                 if main:      # elapsed_s: training time up to this step
                     _write_final_weights(out_dir, step, ema_state, model.config(), config,
                                          elapsed_before + time.perf_counter() - start_time, run_info,
@@ -454,7 +457,7 @@ def train(config: TrainConfig, out_dir, max_steps: int | None = None, resume: bo
             log_file.close()
 
     elapsed = elapsed_before + time.perf_counter() - start_time
-    ema_state = gathered_state()[1] if fsdp else ema.state_dict()
+    ema_state = ema_state_dict()
     final = Path(out_dir) / FINAL_WEIGHTS
     if main:
         final = _write_final_weights(out_dir, step, ema_state, model.config(), config, elapsed, run_info)

@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ditlib.__main__ import main as ditlib_main  # noqa: E402
+from common import command_line, readme_fid  # noqa: E402
 from ditlib.configs import get_config  # noqa: E402
 from ditlib.runtime import hardware_summary  # noqa: E402
 from ditlib.train import train  # noqa: E402
@@ -70,21 +70,14 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     summary = train(config, run_dir, max_steps=args.max_steps, resume=True)
     train_wall = time.perf_counter() - start
-    fid_json = run_dir / "fid.json"
-    fid_args = ["fid", "--ckpt", str(run_dir / "final"), "--num-samples", str(args.fid_samples),
-                "--num-sampling-steps", "50", "--sampler", "ddim", "--cfg-scale", f"{args.cfg_scale:g}", "--seed", "0",
-                "--json", str(fid_json)]
-    start = time.perf_counter()
-    ditlib_main(fid_args)
-    fid = json.loads(fid_json.read_text())
+    fid = readme_fid(run_dir / "final", args.fid_samples, args.cfg_scale, json_path=run_dir / "fid.json")
     result = {"name": args.name, "vae": str(args.vae), "latent_shape": list(codec.latent_shape),
               "train_config": config.to_dict(), "steps": summary["steps"], "train_s": round(summary["elapsed_s"], 1),
-              "train_wall_s": round(train_wall, 1), "fid_wall_s": round(time.perf_counter() - start, 1),
+              "train_wall_s": round(train_wall, 1), "fid_wall_s": fid["eval_wall_s"],
               "precision": summary.get("precision"), "compiled": summary.get("compiled"),
               "fid": fid["fid"], "kid": fid.get("kid_mean"), "isc": fid.get("isc_mean"),
               "precision_recall": [fid.get("precision"), fid.get("recall")], "n": fid.get("n"),
-              "fid_command": "python -m ditlib " + " ".join(fid_args), "hardware": hardware_summary("cpu"),
-              "command": "experiments/latent_dit_on_vae.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+              "fid_command": fid["command"], "hardware": hardware_summary("cpu"), "command": command_line(__file__, argv)}
     args.out.mkdir(parents=True, exist_ok=True)
     result_path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -23,25 +23,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common import command_line, readme_fid  # noqa: E402
 from ditlib import checkpoints as ckpt  # noqa: E402
-from ditlib.__main__ import main as ditlib_main  # noqa: E402
 from ditlib.configs import DEFAULT_CONFIG, get_config  # noqa: E402
 from ditlib.runtime import hardware_summary  # noqa: E402
 from ditlib.train import list_snapshots, train  # noqa: E402
 
 
 def measure(snapshot: Path, num_samples: int, cfg_scale: float, steps: int, seed: int = 0) -> dict:
-    """FID-FMNIST (and KID, IS, precision/recall) of one snapshot through the `fid` command."""
-    out = snapshot.parent / f"{snapshot.name}.fid{num_samples}.json"
-    fid_args = ["fid", "--ckpt", str(snapshot), "--num-samples", str(num_samples), "--num-sampling-steps", str(steps),
-                "--sampler", "ddim", "--cfg-scale", f"{cfg_scale:g}", "--seed", str(seed), "--json", str(out)]
-    start = time.perf_counter()
-    ditlib_main(fid_args)
-    result = json.loads(out.read_text())
+    """FID-FMNIST (and KID, IS, precision/recall) of one snapshot as the README measures it."""
+    result = readme_fid(snapshot, num_samples, cfg_scale, steps, seed)
     return {"fid": result["fid"], "kid": result.get("kid_mean"), "isc": result.get("isc_mean"),
             "precision": result.get("precision"), "recall": result.get("recall"), "n": result.get("n", num_samples),
-            "eval_wall_s": round(time.perf_counter() - start, 1),
-            "command": "python -m ditlib " + " ".join(fid_args[:-2])}
+            "eval_wall_s": result["eval_wall_s"], "command": result["command"]}
 
 
 def plot(points: list[dict], path: Path, title: str, floor: float | None = None, target: float | None = None) -> Path:
@@ -103,7 +97,7 @@ def main(argv=None) -> int:
     record.update({"config": config.name, "train_config": config.to_dict()})
     if not args.no_train or "command" not in record:      # --no-train only re-measures and re-plots: keep how it was made
         record.update({"hardware": hardware_summary("cpu"),
-                       "command": "experiments/quality_curve.py " + " ".join(argv if argv is not None else sys.argv[1:])})
+                       "command": command_line(__file__, argv)})
 
     if not args.no_train:
         resume = (args.out / "checkpoints").exists()
