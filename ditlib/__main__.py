@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -195,6 +196,8 @@ def main(argv=None) -> int:
 
     warnings.formatwarning = _one_line_warning      # a user at a terminal gets one line per warning
     args = build_parser().parse_args(argv)
+    # What the user typed, for the records commands write (also right when main() is called from a script).
+    args.invocation = "python -m ditlib " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     if getattr(args, "config", "x") is None:
         from .configs import DEFAULT_CONFIG
         args.config = DEFAULT_CONFIG

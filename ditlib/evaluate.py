@@ -490,14 +490,15 @@ def save_adm_npz(images, path) -> Path:
 # 5. Command line
 # ---------------------------------------------------------------------------
 
-def _command_line() -> str:
-    return "python -m ditlib " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
+def _command_line(args) -> str:
+    """The command as typed (`ditlib.__main__.main` records it), or this process's arguments."""
+    return getattr(args, "invocation", None) or "python -m ditlib " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
 def _cmd_train_classifier(args) -> int:
     manifest = train_classifier(args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                 seed=args.seed, device=args.device, max_steps=args.max_steps,
-                                command=_command_line())
+                                command=_command_line(args))
     print(json.dumps(manifest, indent=2))
     return 0
 
@@ -568,7 +569,7 @@ def _cmd_fid(args) -> int:
     elapsed = time.perf_counter() - start
     _print_metrics(result, what, elapsed)
     if args.json:
-        Path(args.json).write_text(json.dumps({**result, "command": _command_line(), "time_s": round(elapsed, 1),
+        Path(args.json).write_text(json.dumps({**result, "command": _command_line(args), "time_s": round(elapsed, 1),
                                                "sample_precision": sample_precision},
                                               indent=2) + "\n")
     return 0

@@ -643,7 +643,7 @@ def _cmd_train_vae(args) -> int:
     if overrides:
         config = config.replace(**overrides)
     out = Path(args.out or Path("runs") / config.name)
-    command = "python -m ditlib " + " ".join(sys.argv[1:])
+    command = getattr(args, "invocation", None) or "python -m ditlib " + " ".join(sys.argv[1:])
     summary = train_vae(config, out, max_steps=args.max_steps, device=args.device, export=args.export, command=command)
     print(json.dumps(summary, indent=2))
     return 0

@@ -189,6 +189,8 @@ def test_quality_curve_measures_every_snapshot_once_and_plots_fid_against_time(t
     assert "--num-samples 40 --num-sampling-steps 4 --sampler ddim --cfg-scale 2" in record["points"][0]["command"]
     assert record["train_config"]["snapshot_every"] == 10 and record["steps"] == 20
     assert (tmp_path / "curve.png").stat().st_size > 10_000
+    fid_record = json.loads((tmp_path / "run" / "snapshots" / "step-0000010.fid40.json").read_text())
+    assert fid_record["command"].startswith("python -m ditlib fid --ckpt ")        # main(argv), not this process's argv
     # A second run resumes: nothing is trained or measured twice.
     monkeypatch.setattr(quality_curve, "measure", lambda *a, **k: pytest.fail("measured a snapshot again"))
     assert quality_curve.main(args + ["--no-train"]) == 0
