@@ -16,7 +16,7 @@ venv: $(STAMP)
 # Re-installs only when pyproject.toml changes; a second run installs nothing new.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[course,dev]"
 	@touch $(STAMP)
 
 # JupyterLab refuses to run as root without --allow-root (containers, CI images).

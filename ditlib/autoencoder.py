@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import ConfigError
+
 GROUP_NORM_EPS = 1e-6
 
 # Config keys, in diffusers' order (so a serialised config reads the same), with diffusers' defaults.
@@ -374,8 +376,8 @@ class AutoencoderKL(nn.Module):
             if key in _SEQUENCE_KEYS and value is not None:
                 value = tuple(value)
             if key not in _METADATA_KEYS and value != values[key]:
-                raise ValueError(f"register_to_config cannot change the architecture key {key!r} "
-                                 f"({values[key]!r} -> {value!r}); build a new AutoencoderKL")
+                raise ConfigError(f"register_to_config cannot change the architecture key {key!r} "
+                                  f"({values[key]!r} -> {value!r}); build a new AutoencoderKL")
             values[key] = value
         self._config = AutoencoderKLConfig(values)
 
@@ -418,15 +420,15 @@ class AutoencoderKL(nn.Module):
 def _check(config: dict) -> None:
     depth = len(config["block_out_channels"])
     if depth < 1:
-        raise ValueError("block_out_channels must have at least one entry")
+        raise ConfigError("block_out_channels must have at least one entry")
     for key, supported in (("down_block_types", "DownEncoderBlock2D"), ("up_block_types", "UpDecoderBlock2D")):
         others = sorted({t for t in config[key] if t != supported})
         if others:
-            raise ValueError(f"ditlib's AutoencoderKL supports only {supported!r} in {key}, got {others}; "
-                             f"use diffusers.AutoencoderKL for other block types")
+            raise ConfigError(f"ditlib's AutoencoderKL supports only {supported!r} in {key}, got {others}; "
+                              f"use diffusers.AutoencoderKL for other block types")
         if len(config[key]) != depth:
-            raise ValueError(f"{key} has {len(config[key])} entries but block_out_channels has {depth}")
+            raise ConfigError(f"{key} has {len(config[key])} entries but block_out_channels has {depth}")
     if config["act_fn"] != "silu":
-        raise ValueError(f"ditlib's AutoencoderKL supports only act_fn='silu', got {config['act_fn']!r}")
+        raise ConfigError(f"ditlib's AutoencoderKL supports only act_fn='silu', got {config['act_fn']!r}")
     if int(config["layers_per_block"]) < 1:
-        raise ValueError(f"layers_per_block must be at least 1, got {config['layers_per_block']}")
+        raise ConfigError(f"layers_per_block must be at least 1, got {config['layers_per_block']}")

@@ -7,7 +7,10 @@ lists them with parameter counts and Gflops. The model architectures themselves 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from .errors import ConfigError, UnknownNameError
+from .models import DiTConfig
 
 
 @dataclass(frozen=True)
@@ -73,13 +76,14 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown training-config fields: {sorted(unknown)}")
+            raise ConfigError(f"unknown training-config fields: {sorted(unknown)}")
         return cls(**data)
 
-    def model_kwargs(self) -> dict:
-        """Arguments for `DiT_models[self.model](**...)`."""
-        return dict(input_size=self.image_size, in_channels=self.in_channels, num_classes=self.num_classes,
-                    class_dropout_prob=self.class_dropout_prob, learn_sigma=self.learn_sigma, block=self.block)
+    def dit_config(self) -> DiTConfig:
+        """The model this config trains, `DiT(config.dit_config())`: the size `model` on this data and design."""
+        return DiTConfig.from_name(self.model, input_size=self.image_size, in_channels=self.in_channels,
+                                   num_classes=self.num_classes, class_dropout_prob=self.class_dropout_prob,
+                                   learn_sigma=self.learn_sigma, block=self.block)
 
 
 DEFAULT_CONFIG = "fmnist-latent-DiT-T/2"
@@ -89,7 +93,7 @@ TRAIN_CONFIGS: dict[str, TrainConfig] = {}
 
 def register(config: TrainConfig) -> TrainConfig:
     if config.name in TRAIN_CONFIGS:
-        raise ValueError(f"training config {config.name!r} registered twice")
+        raise ConfigError(f"training config {config.name!r} registered twice")
     TRAIN_CONFIGS[config.name] = config
     return config
 
@@ -169,6 +173,6 @@ for _resolution in (256, 512):
 
 def get_config(name: str) -> TrainConfig:
     if name not in TRAIN_CONFIGS:
-        raise KeyError(f"unknown training config {name!r}; choose one of: {', '.join(TRAIN_CONFIGS)} "
-                       f"(`python -m ditlib configs` lists them)")
+        raise UnknownNameError(f"unknown training config {name!r}; choose one of: {', '.join(TRAIN_CONFIGS)} "
+                               f"(`python -m ditlib configs` lists them)")
     return TRAIN_CONFIGS[name]

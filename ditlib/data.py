@@ -21,6 +21,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from .errors import DitlibError, ConfigError, MissingFileError
+
 
 def _default_data_dir() -> Path:
     """`$DITLIB_DATA_DIR` if set, else `<repo>/data`."""
@@ -51,7 +53,7 @@ _FIX = ("Restore it with `git checkout -- data/fashion-mnist` (from the reposito
         "/usr/share/datasets/fashion-mnist/*.gz into {folder}.")
 
 
-class DataError(ValueError):
+class DataError(DitlibError, ValueError):
     """A data file is present but unusable (bad checksum, bad gzip, bad header, wrong count)."""
 
 
@@ -65,7 +67,7 @@ def _fashion_mnist_dir(root) -> Path:
 
 def _require(path: Path) -> None:
     if not path.is_file():
-        raise FileNotFoundError(f"Fashion-MNIST file missing: {path}. {_FIX.format(folder=path.parent)}")
+        raise MissingFileError(f"Fashion-MNIST file missing: {path}. {_FIX.format(folder=path.parent)}")
 
 
 def _corrupt(path: Path, problem: str) -> DataError:
@@ -148,22 +150,28 @@ def load_fashion_mnist(split: str = "train", root=None, verify: bool = True) -> 
     DataError for a corrupt one, both naming the file and how to restore it.
     """
     if split not in _FASHION_MNIST_FILES:
-        raise ValueError(f"unknown Fashion-MNIST split {split!r}; valid splits: {sorted(_FASHION_MNIST_FILES)}")
+        raise ConfigError(f"unknown Fashion-MNIST split {split!r}; valid splits: {sorted(_FASHION_MNIST_FILES)}")
     folder = _fashion_mnist_dir(root).expanduser().resolve()
     images, labels = _load_split(str(folder), split, bool(verify))
     return images.clone(), labels.clone()
 
 
-def _to_unit_range(images_uint8: torch.Tensor) -> torch.Tensor:
+def to_unit_range(images_uint8: torch.Tensor) -> torch.Tensor:
     """uint8 in 0..255 -> float32 in [-1, 1] (0 -> -1, 255 -> +1)."""
     return images_uint8.to(torch.float32) / 127.5 - 1.0
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(N, C, H, W) floats in [−1, 1] -> (N, H, W, C) uint8 in [0, 255] (the ADM .npz layout)."""
+    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).numpy()
 
 
 def _pad_to_32(images_uint8: torch.Tensor) -> torch.Tensor:
     """uint8 (N, 28, 28) -> uint8 (N, 1, 32, 32), padded with 2 pixels of 0 (background) on each side."""
     if images_uint8.dtype != torch.uint8 or images_uint8.shape[-2:] != (_SIDE, _SIDE) or images_uint8.dim() != 3:
-        raise ValueError(f"expected uint8 images of shape (N, 28, 28), got {images_uint8.dtype} "
-                         f"{tuple(images_uint8.shape)}")
+        raise ConfigError(f"expected uint8 images of shape (N, 28, 28), got {images_uint8.dtype} "
+                          f"{tuple(images_uint8.shape)}")
     margin = (_PADDED_SIDE - _SIDE) // 2
     return torch.nn.functional.pad(images_uint8, (margin,) * 4).unsqueeze(1)  # (N, 1, 32, 32)
 
@@ -173,7 +181,7 @@ def preprocess(images_uint8: torch.Tensor) -> torch.Tensor:
 
     Pads 2 pixels of background on every side (they become exactly -1) and scales x/127.5 - 1.
     """
-    return _to_unit_range(_pad_to_32(images_uint8))
+    return to_unit_range(_pad_to_32(images_uint8))
 
 
 class FashionMNIST(Dataset):
@@ -191,8 +199,8 @@ class FashionMNIST(Dataset):
 
     def __init__(self, split: str = "train", root=None, hflip: bool = False, image_size: int = 32):
         if image_size != _PADDED_SIDE:
-            raise ValueError(f"Fashion-MNIST images are 28×28 padded to {_PADDED_SIDE}×{_PADDED_SIDE}; "
-                             f"image_size must be {_PADDED_SIDE}, got {image_size}")
+            raise ConfigError(f"Fashion-MNIST images are 28×28 padded to {_PADDED_SIDE}×{_PADDED_SIDE}; "
+                              f"image_size must be {_PADDED_SIDE}, got {image_size}")
         images, labels = load_fashion_mnist(split, root)
         self.split, self.hflip, self.image_size = split, hflip, image_size
         self.images = _pad_to_32(images)  # uint8 (N, 1, 32, 32)
@@ -202,7 +210,7 @@ class FashionMNIST(Dataset):
         return self.labels.shape[0]
 
     def __getitem__(self, index: int) -> tuple:
-        x = _to_unit_range(self.images[index])  # (1, 32, 32)
+        x = to_unit_range(self.images[index])  # (1, 32, 32)
         if self.hflip and torch.rand(()) < 0.5:
             x = x.flip(-1)
         return x, self.labels[index]
@@ -212,7 +220,7 @@ class FashionMNIST(Dataset):
 
         Never flips; batch-level flips are `infinite_batches`'s job.
         """
-        return _to_unit_range(self.images[indices]), self.labels[indices]
+        return to_unit_range(self.images[indices]), self.labels[indices]
 
     def examples(self, per_class: int = 1, classes=None) -> tuple:
         """The first `per_class` images of each class (all classes by default), class by class.
@@ -263,20 +271,20 @@ class ImageFolder(Dataset):
     def __init__(self, root, image_size: int, hflip: bool = False, channels: int = 3):
         root = Path(root).expanduser()
         if image_size < 1:
-            raise ValueError(f"image_size must be at least 1, got {image_size}")
+            raise ConfigError(f"image_size must be at least 1, got {image_size}")
         if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
+            raise ConfigError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
         if not root.is_dir():
-            raise FileNotFoundError(f"image folder not found: {root}")
+            raise MissingFileError(f"image folder not found: {root}")
         class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not class_dirs:
-            raise ValueError(f"{root} has no class sub-folders; expected {root}/<class name>/<images>")
+            raise ConfigError(f"{root} has no class sub-folders; expected {root}/<class name>/<images>")
         self.samples = []  # (path, class index)
         for label, class_dir in enumerate(class_dirs):
             files = sorted(p for p in class_dir.rglob("*")
                            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
             if not files:
-                raise ValueError(f"class folder {class_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+                raise ConfigError(f"class folder {class_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
             self.samples += [(path, label) for path in files]
         self.root, self.image_size, self.hflip = root, image_size, hflip
         self.classes = tuple(p.name for p in class_dirs)
@@ -291,7 +299,7 @@ class ImageFolder(Dataset):
         path, label = self.samples[index]
         with Image.open(path) as image:
             pixels = center_crop_arr(image.convert(self._mode), self.image_size)  # (S, S, C) uint8
-        x = _to_unit_range(torch.from_numpy(pixels.copy()).permute(2, 0, 1))  # (C, S, S)
+        x = to_unit_range(torch.from_numpy(pixels.copy()).permute(2, 0, 1))  # (C, S, S)
         if self.hflip and torch.rand(()) < 0.5:
             x = x.flip(-1)
         return x, torch.tensor(label, dtype=torch.int64)
@@ -307,15 +315,23 @@ def build_dataset(name: str, split: str = "train", image_size: int = 32, hflip: 
         return FashionMNIST(split=split, root=root, hflip=hflip, image_size=image_size)
     if Path(name).expanduser().is_dir():
         return ImageFolder(name, image_size=image_size, hflip=hflip)
-    raise ValueError(f"unknown dataset {name!r}: valid choices are 'fashion-mnist' or the path of an "
-                     "existing image folder (one sub-folder of images per class)")
+    raise ConfigError(f"unknown dataset {name!r}: valid choices are 'fashion-mnist' or the path of an "
+                      "existing image folder (one sub-folder of images per class)")
+
+
+def get_batch(dataset, indices: torch.Tensor) -> tuple:
+    """(images float (B, C, S, S), labels int64 (B,)) of an image dataset at `indices`."""
+    if hasattr(dataset, "get_batch"):
+        return dataset.get_batch(indices)
+    items = [dataset[i] for i in indices.tolist()]
+    return torch.stack([x for x, _ in items]), torch.as_tensor([int(y) for _, y in items], dtype=torch.int64)
 
 
 # ---------------------------------------------------------------------------
 # A reproducible, resumable stream of batches
 # ---------------------------------------------------------------------------
 
-def _derived_seed(seed: int, purpose: str, counter: int) -> int:
+def derived_seed(seed: int, purpose: str, counter: int) -> int:
     """A 63-bit seed for torch.Generator that depends on (seed, purpose, counter) and nothing else."""
     digest = hashlib.blake2b(f"{seed}/{purpose}/{counter}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & (2**63 - 1)
@@ -339,19 +355,19 @@ class StepBatches(Dataset):
     def __init__(self, dataset, batch_size: int, seed: int = 0, hflip: bool = False, drop_last: bool = True,
                  num_shards: int = 1, shard: int = 0):
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
         if num_shards < 1 or not 0 <= shard < num_shards:
-            raise ValueError(f"shard must lie in [0, {num_shards}), got {shard}")
+            raise ConfigError(f"shard must lie in [0, {num_shards}), got {shard}")
         if batch_size % num_shards:
-            raise ValueError(f"the global batch of {batch_size} cannot be split evenly over {num_shards} processes; "
-                             f"choose a batch size divisible by {num_shards}")
+            raise ConfigError(f"the global batch of {batch_size} cannot be split evenly over {num_shards} processes; "
+                              f"choose a batch size divisible by {num_shards}")
         if getattr(dataset, "hflip", False):
-            raise ValueError("the dataset flips images itself (hflip=True), which would make the batch stream "
-                             "irreproducible; build it with hflip=False and pass hflip=True to infinite_batches")
+            raise ConfigError("the dataset flips images itself (hflip=True), which would make the batch stream "
+                              "irreproducible; build it with hflip=False and pass hflip=True to infinite_batches")
         size = len(dataset)
         self.batches_per_epoch = size // batch_size if drop_last else -(-size // batch_size)
         if self.batches_per_epoch == 0:
-            raise ValueError(f"dataset of {size} examples is smaller than batch_size={batch_size} (drop_last=True)")
+            raise ConfigError(f"dataset of {size} examples is smaller than batch_size={batch_size} (drop_last=True)")
         self.dataset, self.batch_size, self.seed, self.hflip = dataset, batch_size, seed, hflip
         self.local_batch_size = batch_size // num_shards
         self.rows = slice(shard * self.local_batch_size, (shard + 1) * self.local_batch_size)
@@ -360,16 +376,16 @@ class StepBatches(Dataset):
     def plan(self, step: int) -> tuple:
         """(indices (B,), mirror bool (B,) or None) of global batch `step`."""
         if step < 0:
-            raise ValueError(f"step must be >= 0, got {step}")
+            raise ConfigError(f"step must be >= 0, got {step}")
         epoch = step // self.batches_per_epoch
         if epoch != self._epoch:                   # one permutation per epoch, kept until the next
-            generator = torch.Generator().manual_seed(_derived_seed(self.seed, "epoch", epoch))
+            generator = torch.Generator().manual_seed(derived_seed(self.seed, "epoch", epoch))
             self._epoch, self._order = epoch, torch.randperm(len(self.dataset), generator=generator)
         offset = (step % self.batches_per_epoch) * self.batch_size
         indices = self._order[offset:offset + self.batch_size]  # (B,)
         mirror = None
         if self.hflip:
-            generator = torch.Generator().manual_seed(_derived_seed(self.seed, "hflip", step))
+            generator = torch.Generator().manual_seed(derived_seed(self.seed, "hflip", step))
             mirror = torch.rand(indices.shape[0], generator=generator) < 0.5  # (B,)
         return indices, mirror
 
@@ -381,7 +397,7 @@ class StepBatches(Dataset):
             # every draw is a fresh latent sample, seeded by (seed, step) for exact resume. The whole
             # global batch is drawn (cheap: cached latents) so that each row's sample is the same
             # whatever the number of shards.
-            noise = torch.Generator().manual_seed(_derived_seed(self.seed, "latent", step))
+            noise = torch.Generator().manual_seed(derived_seed(self.seed, "latent", step))
             x, y = dataset.get_batch(indices, flip_mask=mirror, generator=noise)
             return x[self.rows], y[self.rows]
         indices = indices[self.rows]
@@ -413,7 +429,7 @@ def infinite_batches(dataset, batch_size: int, seed: int = 0, start_step: int = 
     `num_shards` > 1 this process gets part `shard` of each global batch (`StepBatches`).
     """
     if start_step < 0:
-        raise ValueError(f"start_step must be >= 0, got {start_step}")
+        raise ConfigError(f"start_step must be >= 0, got {start_step}")
     batches = StepBatches(dataset, batch_size, seed=seed, hflip=hflip, drop_last=drop_last,
                           num_shards=num_shards, shard=shard)
     step = start_step

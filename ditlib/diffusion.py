@@ -17,91 +17,14 @@ The module never looks inside the model: `model(x, t, **model_kwargs)` is all it
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-
-#################################################################################
-#                              Noise schedules                                  #
-#################################################################################
-
-def get_named_beta_schedule(schedule_name: str, num_diffusion_timesteps: int) -> np.ndarray:
-    """β_1..β_T as float64.
-
-    "linear": DDPM's β from 1e-4 to 0.02 over 1000 steps (rescaled so that other T give the same curve);
-    the schedule DiT uses. "cosine": Improved DDPM Eq. 17, ᾱ(t) = cos²((t/T + s)/(1 + s)·π/2), s = 0.008,
-    β clipped at 0.999.
-    """
-    if schedule_name == "linear":
-        scale = 1000 / num_diffusion_timesteps
-        return np.linspace(scale * 0.0001, scale * 0.02, num_diffusion_timesteps, dtype=np.float64)
-    if schedule_name == "cosine":
-        return betas_for_alpha_bar(num_diffusion_timesteps,
-                                   lambda t: math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2)
-    raise ValueError(f"unknown noise schedule {schedule_name!r}; choose 'linear' or 'cosine'")
-
-
-def betas_for_alpha_bar(num_diffusion_timesteps: int, alpha_bar: Callable[[float], float],
-                        max_beta: float = 0.999) -> np.ndarray:
-    """β_t = 1 − ᾱ(t/T) / ᾱ((t−1)/T) for a continuous ᾱ on [0, 1], clipped at `max_beta`."""
-    betas = []
-    for i in range(num_diffusion_timesteps):
-        t1, t2 = i / num_diffusion_timesteps, (i + 1) / num_diffusion_timesteps
-        betas.append(min(1 - alpha_bar(t2) / alpha_bar(t1), max_beta))
-    return np.array(betas, dtype=np.float64)
-
-
-#################################################################################
-#                         Gaussian helpers (KL and NLL)                         #
-#################################################################################
-
-def mean_flat(x: torch.Tensor) -> torch.Tensor:
-    """Mean over all but the batch dimension: (N, ...) -> (N,)."""
-    return x.mean(dim=list(range(1, x.ndim)))
-
-
-def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
-    """KL(N(mean1, e^logvar1) ‖ N(mean2, e^logvar2)), elementwise, in nats."""
-    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2)
-                  + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
-
-
-def approx_standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:
-    """Φ(x) by the tanh approximation used by DDPM/ADM (and so by DiT's loss)."""
-    return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
-
-
-def discretized_gaussian_log_likelihood(x: torch.Tensor, *, means: torch.Tensor, log_scales: torch.Tensor) -> torch.Tensor:
-    """log p(x) of data in [−1, 1] quantised to 256 levels under N(means, e^{2·log_scales}) (DDPM §3.3).
-
-    Each pixel value owns the bin [x − 1/255, x + 1/255]; the two edge bins extend to ±∞.
-    Returns elementwise log-likelihoods in nats, shape of x.
-    """
-    if not x.shape == means.shape == log_scales.shape:
-        raise ValueError(f"shapes differ: x {tuple(x.shape)}, means {tuple(means.shape)}, log_scales {tuple(log_scales.shape)}")
-    centered_x = x - means
-    inv_stdv = torch.exp(-log_scales)
-    cdf_plus = approx_standard_normal_cdf(inv_stdv * (centered_x + 1.0 / 255.0))
-    cdf_min = approx_standard_normal_cdf(inv_stdv * (centered_x - 1.0 / 255.0))
-    log_cdf_plus = torch.log(cdf_plus.clamp(min=1e-12))
-    log_one_minus_cdf_min = torch.log((1.0 - cdf_min).clamp(min=1e-12))
-    log_cdf_delta = torch.log((cdf_plus - cdf_min).clamp(min=1e-12))
-    return torch.where(x < -0.999, log_cdf_plus,
-                       torch.where(x > 0.999, log_one_minus_cdf_min, log_cdf_delta))
-
-
-def randn(shape, generator=None, device=None, dtype=None) -> torch.Tensor:
-    """N(0, I) noise of `shape`. `generator` is one torch.Generator (or None: the global RNG), or a list
-    of generators, one per sample: row i is drawn from generator i, so a sample's noise does not depend
-    on which batch (or which process of a distributed run) it is drawn in."""
-    if isinstance(generator, (list, tuple)):
-        if len(generator) != shape[0]:
-            raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}: pass one per sample")
-        return torch.cat([torch.randn((1, *shape[1:]), generator=g, device=device, dtype=dtype) for g in generator])
-    return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+from .diffusion_utils import (approx_standard_normal_cdf, betas_for_alpha_bar,  # noqa: F401  (also ditlib.diffusion's API)
+                              discretized_gaussian_log_likelihood, get_named_beta_schedule, mean_flat, normal_kl, randn)
+from .errors import ConfigError
 
 
 def _extract(arr: torch.Tensor, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -131,12 +54,12 @@ class GaussianDiffusion:
 
     def __init__(self, betas: np.ndarray, model_var_type: str = "learned_range", loss_type: str = "mse"):
         if model_var_type not in MODEL_VAR_TYPES:
-            raise ValueError(f"model_var_type must be one of {MODEL_VAR_TYPES}, got {model_var_type!r}")
+            raise ConfigError(f"model_var_type must be one of {MODEL_VAR_TYPES}, got {model_var_type!r}")
         if loss_type not in LOSS_TYPES:
-            raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+            raise ConfigError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
         betas = np.asarray(betas, dtype=np.float64)
         if betas.ndim != 1 or not ((betas > 0).all() and (betas <= 1).all()):
-            raise ValueError("betas must be a 1-D array with values in (0, 1]")
+            raise ConfigError("betas must be a 1-D array with values in (0, 1]")
         self.model_var_type = model_var_type
         self.loss_type = loss_type
         self.num_timesteps = int(betas.shape[0])
@@ -173,11 +96,11 @@ class GaussianDiffusion:
     # ----------------------------------------------------------------- forward q
     def _check_t(self, t: torch.Tensor, x: torch.Tensor) -> None:
         if t.shape != (x.shape[0],):
-            raise ValueError(f"t must have shape ({x.shape[0]},), one timestep per sample; got {tuple(t.shape)}")
+            raise ConfigError(f"t must have shape ({x.shape[0]},), one timestep per sample; got {tuple(t.shape)}")
         if torch.compiler.is_compiling():          # reading values back would break a compiled graph
             return
         if t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.num_timesteps):
-            raise ValueError(f"timesteps must lie in [0, {self.num_timesteps - 1}]; got [{int(t.min())}, {int(t.max())}]")
+            raise ConfigError(f"timesteps must lie in [0, {self.num_timesteps - 1}]; got [{int(t.min())}, {int(t.max())}]")
 
     def q_mean_variance(self, x_start: torch.Tensor, t: torch.Tensor):
         """Mean, variance and log-variance of q(x_t | x_0) = N(√ᾱ_t x_0, (1 − ᾱ_t) I)."""
@@ -193,14 +116,14 @@ class GaussianDiffusion:
         if noise is None:
             noise = torch.randn_like(x_start)
         if noise.shape != x_start.shape:
-            raise ValueError(f"noise has shape {tuple(noise.shape)} but x_start has {tuple(x_start.shape)}")
+            raise ConfigError(f"noise has shape {tuple(noise.shape)} but x_start has {tuple(x_start.shape)}")
         return (_extract(self.sqrt_alphas_cumprod, t, x_start) * x_start
                 + _extract(self.sqrt_one_minus_alphas_cumprod, t, x_start) * noise)
 
     def q_posterior_mean_variance(self, x_start: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor):
         """q(x_{t−1} | x_t, x_0) = N(μ̃_t, β̃_t I) (DDPM Eqs. 6–7): returns mean, variance, clipped log-variance."""
         if x_start.shape != x_t.shape:
-            raise ValueError(f"x_start {tuple(x_start.shape)} and x_t {tuple(x_t.shape)} differ in shape")
+            raise ConfigError(f"x_start {tuple(x_start.shape)} and x_t {tuple(x_t.shape)} differ in shape")
         self._check_t(t, x_t)
         mean = _extract(self.posterior_mean_coef1, t, x_t) * x_start + _extract(self.posterior_mean_coef2, t, x_t) * x_t
         variance = _extract(self.posterior_variance, t, x_t).expand_as(x_t)
@@ -234,7 +157,7 @@ class GaussianDiffusion:
 
         if self.model_var_type == "learned_range":
             if model_output.shape[1] != 2 * C:
-                raise ValueError(f"learned Σ needs the model to output {2 * C} channels (ε and v); got {model_output.shape[1]}")
+                raise ConfigError(f"learned Σ needs the model to output {2 * C} channels (ε and v); got {model_output.shape[1]}")
             model_output, model_var_values = torch.split(model_output, C, dim=1)
             min_log = _extract(self.posterior_log_variance_clipped, t, x)   # log β̃_t
             max_log = _extract(self.log_betas, t, x)                        # log β_t
@@ -243,7 +166,7 @@ class GaussianDiffusion:
             model_variance = torch.exp(model_log_variance)
         else:
             if model_output.shape[1] != C:
-                raise ValueError(f"fixed Σ needs the model to output {C} channels (ε); got {model_output.shape[1]}")
+                raise ConfigError(f"fixed Σ needs the model to output {C} channels (ε); got {model_output.shape[1]}")
             if self.model_var_type == "fixed_large":
                 var, log_var = self.fixed_large_variance, torch.log(self.fixed_large_variance)
             else:
@@ -282,7 +205,7 @@ class GaussianDiffusion:
         fight those of the noisy steps; shape (N,), float32. Beyond the paper: DiT weights all t equally.
         """
         if gamma <= 0:
-            raise ValueError(f"min-SNR gamma must be > 0, got {gamma}")
+            raise ConfigError(f"min-SNR gamma must be > 0, got {gamma}")
         abar = self.alphas_cumprod.to(t.device)[t]                              # float64, (N,)
         snr = abar / (1.0 - abar)
         return (torch.clamp(snr, max=gamma) / snr).float()
@@ -313,7 +236,7 @@ class GaussianDiffusion:
         C = x_t.shape[1]
         if self.model_var_type == "learned_range":
             if model_output.shape[1] != 2 * C:
-                raise ValueError(f"learned Σ needs the model to output {2 * C} channels (ε and v); got {model_output.shape[1]}")
+                raise ConfigError(f"learned Σ needs the model to output {2 * C} channels (ε and v); got {model_output.shape[1]}")
             model_output, model_var_values = torch.split(model_output, C, dim=1)
             # The bound sees a frozen ε so that it only trains the variance (Improved DDPM §3.1).
             frozen = torch.cat([model_output.detach(), model_var_values], dim=1)
@@ -323,7 +246,7 @@ class GaussianDiffusion:
             terms["vb"] = vb
         else:
             if model_output.shape[1] != C:
-                raise ValueError(f"fixed Σ needs the model to output {C} channels (ε); got {model_output.shape[1]}")
+                raise ConfigError(f"fixed Σ needs the model to output {C} channels (ε); got {model_output.shape[1]}")
             terms["vb"] = torch.zeros(x_t.shape[0], device=x_t.device, dtype=model_output.dtype)
 
         terms["mse"] = mean_flat((noise - model_output) ** 2)
@@ -345,7 +268,7 @@ class GaussianDiffusion:
     def _initial_noise(self, shape, noise, device, generator):
         if noise is not None:
             if tuple(noise.shape) != tuple(shape):
-                raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {tuple(shape)}")
+                raise ConfigError(f"noise has shape {tuple(noise.shape)}, expected {tuple(shape)}")
             return noise
         return randn(tuple(shape), generator=generator, device=device)
 
@@ -417,18 +340,18 @@ def space_timesteps(num_timesteps: int, section_counts) -> set[int]:
             for stride in range(1, num_timesteps):
                 if len(range(0, num_timesteps, stride)) == desired:
                     return set(range(0, num_timesteps, stride))
-            raise ValueError(f"cannot take exactly {desired} steps of {num_timesteps} with an integer stride")
+            raise ConfigError(f"cannot take exactly {desired} steps of {num_timesteps} with an integer stride")
         try:
             section_counts = [int(x) for x in section_counts.split(",")]
         except ValueError:
-            raise ValueError(f"timestep_respacing must be like '250', '10,20' or 'ddim50'; got {section_counts!r}") from None
+            raise ConfigError(f"timestep_respacing must be like '250', '10,20' or 'ddim50'; got {section_counts!r}") from None
     size_per = num_timesteps // len(section_counts)
     extra = num_timesteps % len(section_counts)
     start, kept = 0, []
     for i, count in enumerate(section_counts):
         size = size_per + (1 if i < extra else 0)
         if count < 1 or size < count:
-            raise ValueError(f"cannot take {count} steps from a section of {size} steps")
+            raise ConfigError(f"cannot take {count} steps from a section of {size} steps")
         stride = 1 if count <= 1 else (size - 1) / (count - 1)
         kept += [start + round(stride * j) for j in range(count)]
         start += size

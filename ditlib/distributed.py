@@ -15,19 +15,17 @@ a distributed run equal to a single-process one with the same global batch:
   generator seeded by (seed, i); ranks take disjoint indices, so the images do not depend on the rank
   count or the batch size.
 
-In this file: `make_accelerator` (and the device it implies), `local_batch_size`, the FSDP helpers
-(`is_fsdp`, sharded EMA), and `sample_fid_images` with the `sample-fid` command.
+In this file: `make_accelerator` (and the device it implies), `local_batch_size`, `rank_rows` and the
+FSDP helpers (`is_fsdp`, sharded EMA, full state dicts). Sampling for FID over processes, with its
+per-index seeds, is `ditlib.evaluate.sample_fid_images`.
 """
 from __future__ import annotations
 
 import contextlib
-import json
-import time
-from pathlib import Path
 
-import numpy as np
 import torch
 
+from .errors import ConfigError
 from .runtime import default_device
 
 DEFAULT_FSDP_WRAP = ("DiTBlock",)
@@ -103,7 +101,7 @@ def is_fsdp(accelerator) -> bool:
     if accelerator.distributed_type != DistributedType.FSDP:
         return False
     if accelerator.is_fsdp2:
-        raise ValueError("ditlib's trainer supports FSDP version 1 (accelerate's default); drop --fsdp_version 2")
+        raise ConfigError("ditlib's trainer supports FSDP version 1 (accelerate's default); drop --fsdp_version 2")
     return True
 
 
@@ -113,16 +111,16 @@ def run_device(accelerator, requested=None) -> torch.device:
     if not is_distributed(accelerator):
         return default_device(str(requested) if requested is not None else None)
     if requested is not None and torch.device(requested).type != accelerator.device.type:
-        raise ValueError(f"--device {requested} was given, but this is a distributed run on {accelerator.device.type}: "
-                         "accelerate chooses each process's device (use `accelerate launch --cpu` for CPUs)")
+        raise ConfigError(f"--device {requested} was given, but this is a distributed run on {accelerator.device.type}: "
+                          "accelerate chooses each process's device (use `accelerate launch --cpu` for CPUs)")
     return accelerator.device
 
 
 def local_batch_size(global_batch: int, num_processes: int) -> int:
     """The rows of each global batch one process computes. The global batch must split evenly."""
     if global_batch % num_processes:
-        raise ValueError(f"the global batch size {global_batch} is not divisible by the {num_processes} processes; "
-                         f"choose a batch size that is a multiple of {num_processes}")
+        raise ConfigError(f"the global batch size {global_batch} is not divisible by the {num_processes} processes; "
+                          f"choose a batch size that is a multiple of {num_processes}")
     return global_batch // num_processes
 
 
@@ -224,175 +222,3 @@ def mark_step(device: torch.device) -> None:
         import torch_xla.core.xla_model as xm
 
         xm.mark_step()
-
-
-#################################################################################
-#                    Sampling for FID, split over processes                      #
-#################################################################################
-
-def fid_seed(seed: int, index: int) -> int:
-    """The seed of global sample `index`: a function of (seed, index) only."""
-    from .data import _derived_seed
-
-    return _derived_seed(seed, "fid-sample", index)
-
-
-def _png_path(out_dir: Path, index: int) -> Path:
-    return out_dir / "samples" / f"{index:06d}.png"
-
-
-def _save_png(image: np.ndarray, path: Path) -> None:
-    """uint8 (H, W, C) -> PNG, written to a temporary name and renamed (an interrupted run leaves no half file)."""
-    from PIL import Image
-
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(tmp, format="PNG")
-    tmp.replace(path)
-
-
-def sample_fid_images(model, out_dir, num_samples: int = 50_000, *, accelerator=None, cfg_scale: float = 1.0,
-                      num_sampling_steps: int = 250, sampler: str = "ddpm", seed: int = 0, batch_size: int = 64,
-                      decode=None, progress: bool = True, **sample_kwargs) -> dict:
-    """Sample `num_samples` images for FID, split over the processes of `accelerator`, as PNGs.
-
-    Global sample i has label i mod K (`ditlib.evaluate.uniform_labels`) and its own seed `fid_seed(seed, i)`;
-    process r draws the indices i ≡ r (mod world size), so indices are disjoint and the images are the
-    same for any number of processes or batch size. Each image goes to `out_dir/samples/{i:06d}.png`;
-    indices whose PNG already exists are skipped, so an interrupted run continues where it stopped.
-    `decode` maps model outputs to images (a VAE decoder for latent models); other keyword arguments go
-    to `ditlib.sample.sample_images` (noise_schedule, diffusion_steps, guided_channels, clip_denoised, precision).
-    Returns {"written": indices this process wrote, "skipped": indices it found done}.
-    """
-    from tqdm.auto import tqdm
-
-    from .evaluate import uniform_labels
-    from .sample import sample_images, to_uint8
-
-    if num_samples < 1 or batch_size < 1:
-        raise ValueError(f"num_samples and batch_size must be at least 1, got {num_samples} and {batch_size}")
-    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator is not None else (0, 1)
-    out_dir = Path(out_dir)
-    (out_dir / "samples").mkdir(parents=True, exist_ok=True)
-    labels = uniform_labels(num_samples, model.num_classes)
-    mine = list(range(rank, num_samples, world))
-    todo = [i for i in mine if not _png_path(out_dir, i).exists()]
-    written = []
-    with tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"sample for FID (rank {rank})", unit="img",
-              disable=not progress, dynamic_ncols=True) as bar:
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start:start + batch_size]
-            images = sample_images(model, labels[chunk], num_sampling_steps=num_sampling_steps, sampler=sampler,
-                                   cfg_scale=cfg_scale, seed=[fid_seed(seed, i) for i in chunk], progress=False,
-                                   **sample_kwargs)
-            if decode is not None:
-                images = decode(images)
-            for i, image in zip(chunk, to_uint8(images)):
-                _save_png(image, _png_path(out_dir, i))
-            written += chunk
-            bar.update(len(chunk))
-    return {"written": written, "skipped": sorted(set(mine) - set(todo))}
-
-
-def collect_fid_npz(out_dir, num_samples: int, path=None) -> Path:
-    """Read `out_dir/samples/000000.png …` back in index order and save ADM's `.npz` (uint8 N×H×W×3 under
-    `arr_0`, `ditlib.evaluate.save_adm_npz`). Raises if an index is missing."""
-    from PIL import Image
-
-    from .evaluate import save_adm_npz
-
-    out_dir = Path(out_dir)
-    missing = [i for i in range(num_samples) if not _png_path(out_dir, i).exists()]
-    if missing:
-        raise FileNotFoundError(f"{len(missing)} of {num_samples} samples are missing in {out_dir / 'samples'} "
-                                f"(first: {missing[:5]}); run sample-fid again to finish them")
-    first = np.asarray(Image.open(_png_path(out_dir, 0)))
-    pixels = np.empty((num_samples, *first.shape[:2], 1 if first.ndim == 2 else first.shape[2]), dtype=np.uint8)
-    for i in range(num_samples):
-        image = np.asarray(Image.open(_png_path(out_dir, i)))
-        pixels[i] = image[..., None] if image.ndim == 2 else image
-    return save_adm_npz(pixels, path or out_dir / f"samples-{num_samples}.npz")
-
-
-def _load_for_sampling(ckpt: str, weights: str, device, vae: str | None, model_name: str | None):
-    """(model, train-config dict, codec or None) from a ditlib checkpoint or an official DiT .pt file."""
-    from .checkpoints import load_model, load_official_dit
-
-    if Path(ckpt).suffix in (".pt", ".pth"):
-        model = load_official_dit(ckpt, model_name=model_name).to(device)
-        train_cfg = {"sample_steps": 250, "sample_cfg_scale": 1.5}
-        vae = vae or "stabilityai/sd-vae-ft-ema"
-    else:
-        model, meta = load_model(ckpt, which=weights, device=device)
-        train_cfg = meta.get("train_config", {})
-        vae = vae or train_cfg.get("vae")
-    codec = None
-    if vae:                      # decoding works at any latent size, so the codec's nominal image size does not matter
-        from .vae import load_vae
-
-        codec = load_vae(vae, device=device)
-    return model, train_cfg, codec
-
-
-def _cmd_sample_fid(args) -> int:
-    accelerator = make_accelerator(args.device)
-    device = run_device(accelerator, args.device)
-    model, train_cfg, codec = _load_for_sampling(args.ckpt, args.weights, device, args.vae, args.model)
-    from .sample import sampling_steps
-
-    steps = sampling_steps(args.num_sampling_steps, train_cfg)          # checked before any sampling work
-    cfg_scale = args.cfg_scale if args.cfg_scale is not None else train_cfg.get("sample_cfg_scale", 1.0)
-    out = Path(args.out)
-    start = time.perf_counter()
-    result = sample_fid_images(
-        model, out, args.num_samples, accelerator=accelerator, cfg_scale=cfg_scale, num_sampling_steps=steps,
-        sampler=args.sampler, seed=args.seed, batch_size=args.batch_size,
-        decode=codec.decode if codec is not None else None, progress=accelerator.is_main_process,
-        noise_schedule=train_cfg.get("noise_schedule", "linear"), diffusion_steps=train_cfg.get("diffusion_steps", 1000),
-        guided_channels=args.guided_channels, clip_denoised=codec is None, precision=args.precision)
-    (out / f"written-rank{accelerator.process_index}.json").write_text(json.dumps(result) + "\n")
-    accelerator.wait_for_everyone()
-    if not accelerator.is_main_process:
-        return 0
-    npz = collect_fid_npz(out, args.num_samples)
-    elapsed = time.perf_counter() - start
-    print(f"{args.num_samples} samples ({args.sampler}, {steps} steps, cfg {cfg_scale}, seed {args.seed}) on "
-          f"{accelerator.num_processes} process(es) in {elapsed:.0f}s -> {out / 'samples'} and {npz}")
-    summary = {"ckpt": str(args.ckpt), "num_samples": args.num_samples, "sampler": args.sampler, "steps": steps,
-               "cfg_scale": cfg_scale, "guided_channels": args.guided_channels, "seed": args.seed,
-               "processes": accelerator.num_processes, "sampling_time_s": round(elapsed, 1), "npz": str(npz),
-               "written_by_rank0": len(result["written"])}
-    if not args.no_fid:
-        from .evaluate import compute_metrics
-
-        summary.update(compute_metrics(npz, reference=args.reference, extractor=args.extractor, seed=args.seed,
-                                       device=device, inception_weights=args.inception_weights))
-        print(f"FID {summary['fid']:.3f} against {args.reference} ({summary['extractor']})")
-    (out / "fid.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return 0
-
-
-def add_cli(subparsers) -> None:
-    """Register `sample-fid` with `python -m ditlib` (run it under `accelerate launch` for many processes)."""
-    p = subparsers.add_parser("sample-fid", help="sample N images for FID over all processes (PNGs + ADM .npz), then FID")
-    p.add_argument("--ckpt", required=True, help="a ditlib checkpoint, or an official DiT-XL-2-*.pt file")
-    p.add_argument("--num-samples", type=int, default=50_000)
-    p.add_argument("--out", required=True, help="folder: samples/{i:06d}.png, samples-N.npz, fid.json, "
-                                               "written-rank{r}.json (the indices each process wrote)")
-    p.add_argument("--cfg-scale", type=float, default=None, help="guidance scale (default: the checkpoint's; 1.5 for official files)")
-    p.add_argument("--guided-channels", type=int, default=None, help="guide only the first K channels (3 = the official evaluation)")
-    p.add_argument("--num-sampling-steps", type=int, default=None, help="default: the checkpoint's (250)")
-    p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass on each process")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                   help="autocast precision (default auto: bf16 only where the hardware computes it natively)")
-    p.add_argument("--weights", choices=["ema", "model"], default="ema")
-    p.add_argument("--vae", default=None, help="VAE for latent models (default: the checkpoint's; sd-vae-ft-ema for .pt files)")
-    p.add_argument("--model", default=None, help="for official .pt files: the config name, e.g. DiT-XL/2 (default: inferred)")
-    p.add_argument("--reference", default="fmnist-test", help="FID reference: fmnist-test, or an .npz such as "
-                                                             "ADM's VIRTUAL_imagenet256_labeled.npz")
-    p.add_argument("--extractor", choices=["fmnist", "inception"], default="fmnist")
-    p.add_argument("--inception-weights", default=None, help="path of torch-fidelity's Inception weights")
-    p.add_argument("--no-fid", action="store_true", help="only sample (e.g. to score the .npz with ADM's suite)")
-    p.add_argument("--device", default=None, help="a single process only: cpu, cuda, cuda:1, mps")
-    p.set_defaults(func=_cmd_sample_fid)

@@ -22,7 +22,12 @@ import time
 
 import torch
 
-from .runtime import cpu_bf16_probe, cpu_name, default_device, hardware_summary, resolve_precision
+from .configs import DEFAULT_CONFIG, get_config
+from .diffusion import create_diffusion
+from .flops import gflops
+from .models import DiT
+from .runtime import autocast, cpu_bf16_probe, cpu_name, default_device, hardware_summary, resolve_precision
+from .train import COMPILE_MIN_STEPS, make_optimizer, update_ema
 
 PEAK_SIZE = 2048
 EMULATED_BATCH = 8            # batch for bf16 rows where bf16 is emulated
@@ -69,22 +74,15 @@ def build_steps(config_name=None, precision: str = "fp32", batch_size: int | Non
     update; with `compile` the model and loss are one `torch.compile` graph as `ditlib.train` compiles them.
     `sample_step()` is one `torch.no_grad()` forward of the batch. info: {"config", "model", "batch", "gflops_per_forward"}.
     """
-    from .configs import DEFAULT_CONFIG, get_config
-    from .diffusion import create_diffusion
-    from .flops import gflops
-    from .models import build_model
-    from .runtime import autocast
-    from .train import _make_optimizer, update_ema
-
-    config = config_name if hasattr(config_name, "model_kwargs") else get_config(config_name or DEFAULT_CONFIG)
+    config = config_name if hasattr(config_name, "dit_config") else get_config(config_name or DEFAULT_CONFIG)
     config = config.replace(fused_adamw=fused_adamw)                  # a TrainConfig or the name of one
     device = torch.device(device) if device is not None else default_device()
     precision = resolve_precision(precision, device, announce=False).precision
     batch = batch_size or config.batch_size
     torch.manual_seed(0)
-    model = build_model(config.model, **config.model_kwargs()).to(device)
+    model = DiT(config.dit_config()).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
-    optimizer = _make_optimizer(model.parameters(), config, device)
+    optimizer = make_optimizer(model.parameters(), config, device)
     diffusion = create_diffusion("", noise_schedule=config.noise_schedule, learn_sigma=config.learn_sigma,
                                  diffusion_steps=config.diffusion_steps)
     x = torch.randn(batch, config.in_channels, config.image_size, config.image_size, device=device)   # (B, C, I, I)
@@ -147,9 +145,6 @@ def run_doctor(config_name: str | None = None, seconds: float = 2.0, device=None
     """Measure and print the machine report; returns it as a dict (what `--json` writes)."""
     import threading
 
-    from .configs import DEFAULT_CONFIG
-    from .train import COMPILE_MIN_STEPS
-
     device = torch.device(device) if device is not None else default_device()
     report = {"device": str(device), "torch": torch.__version__, "python": platform.python_version(),
               "cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -198,27 +193,3 @@ def run_doctor(config_name: str | None = None, seconds: float = 2.0, device=None
         out(f"\nbf16 / fp32 training speed: {ratio:.2f}× -> auto picks {choice.precision}")
         report["bf16_over_fp32_train"] = ratio
     return report
-
-
-def add_cli(subparsers) -> None:
-    """Register `doctor` with `python -m ditlib`."""
-    p = subparsers.add_parser("doctor", help="this machine, the precision 'auto' picks and why, and the default "
-                                             "model's training and sampling speed here")
-    p.add_argument("--config", default=None, help="training config to measure (default: the course's default)")
-    p.add_argument("--seconds", type=float, default=2.0, help="time per measurement (default 2)")
-    p.add_argument("--device", default=None)
-    p.add_argument("--json", default=None, help="also write the report as JSON")
-    p.set_defaults(func=_cmd_doctor)
-
-
-def _cmd_doctor(args) -> int:
-    import json
-    from pathlib import Path
-
-    start = time.perf_counter()
-    report = run_doctor(args.config, seconds=args.seconds, device=args.device)
-    report["time_s"] = round(time.perf_counter() - start, 1)
-    print(f"\n(measured in {report['time_s']} s)")
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    return 0

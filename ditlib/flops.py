@@ -48,6 +48,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from .models import ADAPTIVE_BLOCKS, BLOCK_DESIGNS, DiT, DiT_models, build_model
+from .errors import ConfigError
 
 # Table 4 of Peebles & Xie (arXiv 2212.09748): Gflops of one forward pass at 256×256
 # (latent 32×32×4, learn_sigma, 1000 classes), adaLN-Zero blocks.
@@ -96,8 +97,8 @@ def _as_model(model_or_name: DiT | str, input_size: int | None, in_channels: int
         raise TypeError(f"{sorted(model_kwargs)} only apply to config names; this model is already built")
     for key, value in (("input_size", input_size), ("in_channels", in_channels)):
         if value is not None and value != getattr(model_or_name, key):
-            raise ValueError(f"this model was built with {key}={getattr(model_or_name, key)}, not {value}; "
-                             f"build one with {key}={value} or pass a config name")
+            raise ConfigError(f"this model was built with {key}={getattr(model_or_name, key)}, not {value}; "
+                              f"build one with {key}={value} or pass a config name")
     return model_or_name
 
 

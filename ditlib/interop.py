@@ -35,6 +35,7 @@ from __future__ import annotations
 import torch
 
 from .models import DiT
+from .errors import ConfigError
 
 # ditlib key -> diffusers key, per block i (the attention's fused qkv is split into to_q/to_k/to_v).
 _BLOCK_KEYS = {
@@ -57,11 +58,11 @@ _TOP_KEYS = {
 
 def _check_exportable(model: DiT) -> None:
     if model.block != "adaLN-Zero":
-        raise ValueError(f"diffusers implements only the adaLN-Zero design; this model uses {model.block!r} blocks")
+        raise ConfigError(f"diffusers implements only the adaLN-Zero design; this model uses {model.block!r} blocks")
     if model.mlp_ratio != 4.0:
-        raise ValueError(f"diffusers' DiT has MLP ratio 4; this model has {model.mlp_ratio}")
+        raise ConfigError(f"diffusers' DiT has MLP ratio 4; this model has {model.mlp_ratio}")
     if model.y_embedder.embedding_table.num_embeddings != model.num_classes + 1:
-        raise ValueError("diffusers' DiT always has a null-class row (class dropout > 0); this model has none")
+        raise ConfigError("diffusers' DiT always has a null-class row (class dropout > 0); this model has none")
 
 
 def diffusers_state_dict(model: DiT) -> dict[str, torch.Tensor]:
@@ -118,11 +119,11 @@ def from_diffusers(transformer, class_dropout_prob: float = 0.1, check_shared_em
     """
     cfg = transformer.config
     if cfg.norm_type != "ada_norm_zero":
-        raise ValueError(f"only ada_norm_zero DiTs can be imported, not {cfg.norm_type!r}")
+        raise ConfigError(f"only ada_norm_zero DiTs can be imported, not {cfg.norm_type!r}")
     hidden = cfg.num_attention_heads * cfg.attention_head_dim
     out_channels = cfg.out_channels or cfg.in_channels
     if out_channels not in (cfg.in_channels, 2 * cfg.in_channels):
-        raise ValueError(f"out_channels={out_channels} is neither in_channels nor 2·in_channels")
+        raise ConfigError(f"out_channels={out_channels} is neither in_channels nor 2·in_channels")
     model = DiT(input_size=cfg.sample_size, patch_size=cfg.patch_size, in_channels=cfg.in_channels,
                 hidden_size=hidden, depth=cfg.num_layers, num_heads=cfg.num_attention_heads, mlp_ratio=4.0,
                 class_dropout_prob=class_dropout_prob, num_classes=cfg.num_embeds_ada_norm,
@@ -148,9 +149,9 @@ def from_diffusers(transformer, class_dropout_prob: float = 0.1, check_shared_em
                 if i == 0:
                     sd[f"{ours}.{kind}"] = theirs[name]
                 elif check_shared_embedders and not torch.equal(theirs[name], sd[f"{ours}.{kind}"]):
-                    raise ValueError(f"{name} differs from block 0's copy: this diffusers DiT has per-block "
-                                     "embedders, which ditlib's shared embedder cannot represent "
-                                     "(pass check_shared_embedders=False to use block 0's)")
+                    raise ConfigError(f"{name} differs from block 0's copy: this diffusers DiT has per-block "
+                                      "embedders, which ditlib's shared embedder cannot represent "
+                                      "(pass check_shared_embedders=False to use block 0's)")
     model.load_state_dict({k: v.cpu() for k, v in sd.items()}, strict=True)
     return model.eval()
 
@@ -172,7 +173,7 @@ def diffusers_scheduler(name: str = "ddim", diffusion_steps: int = 1000):
         return DDIMScheduler(clip_sample=False, **kwargs)
     if name == "dpm":
         return DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", **kwargs)
-    raise ValueError(f"scheduler must be 'ddim' or 'dpm' (or a diffusers scheduler object), got {name!r}")
+    raise ConfigError(f"scheduler must be 'ddim' or 'dpm' (or a diffusers scheduler object), got {name!r}")
 
 
 def to_diffusers_pipeline(model: DiT, vae, scheduler="ddim", id2label: dict | None = None):

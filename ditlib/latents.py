@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from .errors import ConfigError
+
 CACHE_FORMAT = "ditlib-latent-cache-v1"
 DEFAULT_CACHE_DIR = Path(__file__).resolve().parent.parent / "runs" / "cache" / "latents"   # runs/ is not committed
 
@@ -79,14 +81,14 @@ def encode_dataset(codec, dataset, batch_size: int = 256, progress: bool = True,
     from tqdm.auto import tqdm
 
     from .runtime import autocast, resolve_precision
-    from .vae import _gather
+    from .data import get_batch
 
     device = codec.device
     precision = resolve_precision(precision, device).precision
     means, stds, labels = [], [], []
     indices = torch.arange(len(dataset))
     for chunk in tqdm(indices.split(batch_size), desc=f"encode {len(dataset)} images ×2 flips", disable=not progress):
-        x, y = _gather(dataset, chunk)                                   # (B, C_in, S, S)
+        x, y = get_batch(dataset, chunk)                                 # (B, C_in, S, S)
         with autocast(device, precision):
             q = codec.encode(torch.cat([x, x.flip(-1)]))                 # (2B, C, h, w)
         means.append(torch.stack(q.mean.cpu().chunk(2), dim=1).half())   # (B, 2, C, h, w)
@@ -172,8 +174,8 @@ class LatentDataset:
     def __init__(self, mean: torch.Tensor, std: torch.Tensor, labels: torch.Tensor, scale_factor: float,
                  num_classes: int | None = None, path=None):
         if mean.shape != std.shape or mean.dim() != 5 or mean.shape[1] != 2 or mean.shape[0] != labels.shape[0]:
-            raise ValueError(f"expected mean and std of shape (N, 2, C, h, w) and labels (N,), got "
-                             f"{tuple(mean.shape)}, {tuple(std.shape)}, {tuple(labels.shape)}")
+            raise ConfigError(f"expected mean and std of shape (N, 2, C, h, w) and labels (N,), got "
+                              f"{tuple(mean.shape)}, {tuple(std.shape)}, {tuple(labels.shape)}")
         self.mean, self.std, self.labels = mean, std, labels.to(torch.int64)
         self.scale_factor = float(scale_factor)
         self.num_classes = int(labels.max()) + 1 if num_classes is None else num_classes
@@ -193,7 +195,7 @@ class LatentDataset:
         side = (torch.zeros_like(indices) if flip_mask is None
                 else torch.as_tensor(flip_mask, dtype=torch.bool).reshape(-1).to(torch.int64))
         if side.shape != indices.shape:
-            raise ValueError(f"flip_mask has {side.numel()} entries for {indices.numel()} indices")
+            raise ConfigError(f"flip_mask has {side.numel()} entries for {indices.numel()} indices")
         return indices, side
 
     def posterior_mean(self, indices, flip_mask=None) -> torch.Tensor:

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import ConfigError
+
 QUICK_ENV = "DITLIB_QUICK"
 """Set DITLIB_QUICK=1 to shrink training and sampling so every notebook runs in CI in seconds."""
 
@@ -205,10 +207,10 @@ def resolve_precision(precision: str = "auto", device: torch.device | str | None
     GPUs only.
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     device = torch.device(device) if device is not None else default_device()
     if precision == "fp16" and device.type == "cpu":
-        raise ValueError("fp16 autocast is for GPUs; on a CPU use precision='auto', 'fp32' or 'bf16'")
+        raise ConfigError("fp16 autocast is for GPUs; on a CPU use precision='auto', 'fp32' or 'bf16'")
     if precision == "fp32":
         return PrecisionChoice("fp32", "fp32", "asked for fp32")
     if precision == "fp16":

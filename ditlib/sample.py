@@ -1,22 +1,34 @@
-"""Sampling from a trained DiT: DDPM / DDIM over respaced timesteps, classifier-free guidance, saving grids.
+"""Sampling from a trained DiT: DDPM / DDIM over respaced timesteps, classifier-free guidance, saving grids,
+and the weights to sample from.
 
 `sample_images` is what `python -m ditlib sample` runs. With `cfg_scale > 1` the batch is doubled:
 the first half carries the requested labels, the second half the null class, and the model's
 `forward_with_cfg` mixes the two predictions (paper §4, "Classifier-free guidance"):
 ε̂ = ε(x, ∅) + s·(ε(x, y) − ε(x, ∅)). The paper samples with 250 DDPM steps.
+
+Weights come from a ditlib checkpoint (`load_model`), an official DiT file such as `DiT-XL-2-256x256.pt`
+(`load_official_dit`, its `DiTConfig` inferred from the shapes), or a shipped model with the VAE that
+decodes its latents (`Pretrained`).
 """
 from __future__ import annotations
 
+import argparse
+import math
 import numbers
+import pickle
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .checkpoints import CheckpointError, checkpoint_stem, load_checkpoint, subdict
+from .data import DATA_DIR, to_uint8
 from .diffusion import create_diffusion, randn
-from .models import DiT
-from .runtime import autocast, resolve_precision
+from .errors import ConfigError
+from .models import MODEL_SIZES, DiT, DiTConfig
+from .runtime import autocast, default_device, resolve_precision
+from .vae import load_vae
 
 SAMPLERS = ("ddpm", "ddim")
 
@@ -25,8 +37,8 @@ def check_sampling_steps(num_sampling_steps, diffusion_steps: int = 1000) -> int
     """The number of respaced sampling steps, if it is a whole number from 1 to the diffusion's T; else ValueError."""
     if isinstance(num_sampling_steps, bool) or not isinstance(num_sampling_steps, numbers.Integral) \
             or not 1 <= num_sampling_steps <= diffusion_steps:
-        raise ValueError(f"the number of sampling steps must be a whole number from 1 to {diffusion_steps} "
-                         f"(the diffusion's steps), got {num_sampling_steps!r}")
+        raise ConfigError(f"the number of sampling steps must be a whole number from 1 to {diffusion_steps} "
+                          f"(the diffusion's steps), got {num_sampling_steps!r}")
     return int(num_sampling_steps)
 
 
@@ -53,16 +65,16 @@ def sample_images(model: DiT, labels, *, num_sampling_steps: int = 250, sampler:
     natively (`ditlib.runtime.resolve_precision`), else fp32.
     """
     if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        raise ConfigError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     if cfg_scale < 1.0:
-        raise ValueError(f"cfg_scale must be >= 1 (1 = no guidance), got {cfg_scale}")
+        raise ConfigError(f"cfg_scale must be >= 1 (1 = no guidance), got {cfg_scale}")
     device = next(model.parameters()).device
     precision = resolve_precision(precision, device).precision          # once, not at every step
     labels = torch.as_tensor(labels, dtype=torch.long, device=device).reshape(-1)
     if labels.numel() == 0:
-        raise ValueError("no labels given: pass at least one class to sample")
+        raise ConfigError("no labels given: pass at least one class to sample")
     if int(labels.min()) < 0 or int(labels.max()) >= model.num_classes:
-        raise ValueError(f"labels must lie in [0, {model.num_classes - 1}]; got {labels.tolist()}")
+        raise ConfigError(f"labels must lie in [0, {model.num_classes - 1}]; got {labels.tolist()}")
     check_sampling_steps(num_sampling_steps, diffusion_steps)
     respacing = f"ddim{num_sampling_steps}" if sampler == "ddim" else str(num_sampling_steps)
     diffusion = create_diffusion(respacing, noise_schedule=noise_schedule, learn_sigma=model.learn_sigma,
@@ -72,18 +84,18 @@ def sample_images(model: DiT, labels, *, num_sampling_steps: int = 250, sampler:
     if isinstance(seed, (list, tuple, torch.Tensor)):
         seeds = [int(s) for s in seed]
         if len(seeds) != n:
-            raise ValueError(f"{len(seeds)} seeds for {n} labels: pass one seed, or one per label")
+            raise ConfigError(f"{len(seeds)} seeds for {n} labels: pass one seed, or one per label")
         generator = [torch.Generator(device=device).manual_seed(s) for s in seeds]
     else:
         generator = torch.Generator(device=device).manual_seed(seed)
     shape = (n, model.in_channels, model.input_size, model.input_size)
     z = noise if noise is not None else randn(shape, generator=generator, device=device)
     if tuple(z.shape) != shape:
-        raise ValueError(f"noise has shape {tuple(z.shape)}, expected {shape}")
+        raise ConfigError(f"noise has shape {tuple(z.shape)}, expected {shape}")
     use_cfg = cfg_scale > 1.0
     if use_cfg:
         if model.y_embedder.embedding_table.num_embeddings <= model.num_classes:
-            raise ValueError("this model was trained without class dropout, so it has no null class for guidance; use cfg_scale=1")
+            raise ConfigError("this model was trained without class dropout, so it has no null class for guidance; use cfg_scale=1")
         z = torch.cat([z, z], dim=0)
         if isinstance(generator, list):         # the null-class half needs noise rows too; each sample's
             generator = generator + generator   # generator draws them, so nothing depends on the batch
@@ -104,12 +116,6 @@ def sample_images(model: DiT, labels, *, num_sampling_steps: int = 250, sampler:
                    device=device, progress=progress, generator=generator, **extra)
     model.train(was_training)
     return samples[:n] if use_cfg else samples
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(N, C, H, W) floats in [−1, 1] -> (N, H, W, C) uint8 in [0, 255] (the ADM .npz layout)."""
-    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).numpy()
 
 
 def tile_images(images: np.ndarray, nrow: int = 8, padding: int = 2, pad_value: int = 255) -> np.ndarray:
@@ -150,6 +156,111 @@ def save_npz(images: torch.Tensor, labels, path) -> Path:
     return path
 
 
+#################################################################################
+#                  Loading trained weights: ditlib's and the official            #
+#################################################################################
+
+def load_model(path, which: str = "ema", device: torch.device | str = "cpu"):
+    """Build the DiT stored in a ditlib checkpoint and load its `which` ("ema" or "model") weights.
+
+    Returns (model in eval mode, meta). Weights-only exports have only "ema".
+    """
+    tensors, meta = load_checkpoint(path)
+    state = subdict(tensors, which)
+    if not state:
+        kinds = sorted({k.split(".", 1)[0] for k in tensors} & {"model", "ema"})
+        raise CheckpointError(f"{checkpoint_stem(path)} holds no {which!r} weights (it has: {kinds or 'none'})")
+    if "model_config" not in meta:
+        raise CheckpointError(f"{checkpoint_stem(path)}.json has no model_config: cannot rebuild the model")
+    model = DiT(DiTConfig.from_dict(meta["model_config"]))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"the weights in {checkpoint_stem(path)} do not fit its model_config: {err}") from None
+    return model.to(device).eval(), meta
+
+
+# The official DiT checkpoints (facebookresearch/DiT) ----------------------------
+
+def _read_pickled_state_dict(path) -> dict:
+    """torch.load with weights_only=True: tensors, containers and numbers only, so a checkpoint cannot run
+    code while it is read. argparse.Namespace (the "args" of official training checkpoints) is allowed too."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint file at {path}")
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, EOFError) as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        reason = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), lines[0] if lines else
+                      type(err).__name__)
+        raise CheckpointError(f"{path} was refused: it holds more than tensors and plain containers, and reading it "
+                              f"could run code ({reason}). Never unpickle it fully unless you trust its source") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} holds a {type(data).__name__}, not a state dict")
+    for key in ("ema", "model"):        # a training checkpoint {"model", "ema", "opt", "args"}: sample with the EMA
+        if isinstance(data.get(key), dict):
+            return data[key]
+    return data
+
+
+def infer_dit_config(state: dict, model_name: str | None = None) -> DiTConfig:
+    """The `DiTConfig` of an adaLN-Zero state dict in the official layout.
+
+    From the shapes: depth (number of blocks), hidden size, patch size and input channels
+    (x_embedder.proj.weight, D×C×p×p), input size (√(pos_embed length)·p), classes (label-table rows − 1,
+    the last row being the null class), learn_sigma (final linear outputs 2·p²·C rather than p²·C) and
+    the MLP ratio. The head count is not visible in any shape: it comes from `model_name`, else from the
+    registry size with this depth and width (`ditlib.models.MODEL_SIZES`).
+    """
+    needed = ("x_embedder.proj.weight", "pos_embed", "y_embedder.embedding_table.weight", "final_layer.linear.weight",
+              "blocks.0.adaLN_modulation.1.weight", "blocks.0.mlp.fc1.weight")
+    missing = [k for k in needed if k not in state]
+    if missing:
+        raise CheckpointError(f"not an adaLN-Zero DiT state dict in the official layout: missing {missing}")
+    hidden, in_channels, patch, _ = state["x_embedder.proj.weight"].shape
+    tokens = state["pos_embed"].shape[1]
+    grid = math.isqrt(tokens)
+    if grid * grid != tokens:
+        raise CheckpointError(f"pos_embed has {tokens} positions, not a square grid")
+    depth = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
+    fields = dict(input_size=grid * patch, in_channels=in_channels, mlp_ratio=state["blocks.0.mlp.fc1.weight"].shape[0] / hidden,
+                  num_classes=state["y_embedder.embedding_table.weight"].shape[0] - 1, class_dropout_prob=0.1,
+                  learn_sigma=state["final_layer.linear.weight"].shape[0] == 2 * patch * patch * in_channels)
+    if model_name is not None:
+        config = DiTConfig.from_name(model_name, **fields)
+        if (config.depth, config.hidden_size, config.patch_size) != (depth, hidden, patch):
+            raise CheckpointError(f"the weights are depth {depth}, width {hidden}, patch {patch}, not {model_name} "
+                                  f"(depth {config.depth}, width {config.hidden_size}, patch {config.patch_size})")
+        return config
+    heads = [h for d, w, h in MODEL_SIZES.values() if (d, w) == (depth, hidden)]
+    if not heads:
+        raise CheckpointError(f"depth {depth} and width {hidden} match no registered size, so the number of "
+                              "heads is unknown: pass model_name (or build DiT(...) yourself)")
+    return DiTConfig(depth=depth, hidden_size=hidden, num_heads=heads[0], patch_size=patch, **fields)
+
+
+def load_official_dit(path, model_name: str | None = None, device: torch.device | str = "cpu"):
+    """A ready `DiT` (eval mode) from an official checkpoint such as `DiT-XL-2-256x256.pt` or `-512x512.pt`.
+
+    The file is read with `torch.load(weights_only=True)`, never a full unpickle: anything but tensors
+    and plain containers is refused with a `CheckpointError` before any of it runs. A plain state dict
+    (the released files) or a training checkpoint (`{"model", "ema", "opt", "args"}`; the EMA weights are
+    used) is accepted. The config is inferred from the shapes (`infer_dit_config`) unless `model_name`
+    (e.g. "DiT-XL/2") is given, and the weights load with strict=True.
+    """
+    state = _read_pickled_state_dict(path)
+    if not all(torch.is_tensor(v) for v in state.values()):
+        raise CheckpointError(f"{path} is not a state dict of tensors")
+    model = DiT(infer_dit_config(state, model_name))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"the weights in {path} do not fit {model_name or 'the inferred config'}: {err}") from None
+    return model.to(device).eval()
+
+
 SHIPPED_MODELS = ("fmnist-latent-DiT-T-2", "fmnist-DiT-T-4")
 """Pretrained DiTs in data/checkpoints/, best first (see their .manifest.json for how each was trained)."""
 
@@ -168,10 +279,6 @@ class Pretrained:
 
     @classmethod
     def load(cls, name_or_path: str = SHIPPED_MODELS[0], device=None, which: str = "ema") -> "Pretrained":
-        from .checkpoints import load_model
-        from .data import DATA_DIR
-        from .runtime import default_device
-
         device = default_device(device) if not isinstance(device, torch.device) else device
         shipped = DATA_DIR / "checkpoints" / str(name_or_path)
         path = shipped if str(name_or_path) in SHIPPED_MODELS else Path(str(name_or_path)).expanduser()
@@ -179,7 +286,6 @@ class Pretrained:
         codec = None
         vae_name = meta.get("train_config", {}).get("vae")
         if vae_name:
-            from .vae import load_vae
             codec = load_vae(vae_name, device=device)
         return cls(model, meta, codec)
 

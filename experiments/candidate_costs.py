@@ -21,7 +21,7 @@ import torch  # noqa: E402
 
 from ditlib.configs import get_config  # noqa: E402
 from ditlib.doctor import build_steps, timed_rate  # noqa: E402
-from ditlib.models import build_model  # noqa: E402
+from ditlib.models import DiT, build_model  # noqa: E402
 from ditlib.runtime import hardware_summary  # noqa: E402
 from ditlib.sample import sample_images  # noqa: E402
 
@@ -49,7 +49,7 @@ def main() -> None:
             step, _, info = build_steps(config, precision, device="cpu")
             img_s = timed_rate(step, 3.0) * info["batch"]
             torch.manual_seed(0)
-            model = build_model(name, **config.model_kwargs())
+            model = DiT(config.dit_config())
             row = {"model": name, "input": f"{side}x{side}x{channels}", "precision": precision,
                    "gflops": round(info["gflops_per_forward"], 4), "train_img_s": round(img_s, 1),
                    "grid64_ddim50_cfg_s": round(grid_seconds(model, precision), 2)}

@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 
 from ditlib.configs import TrainConfig, get_config
-from ditlib.models import build_model
+from ditlib.models import DiT, build_model
 
 BASE_CONFIG = "fmnist-latent-DiT-T/2"
 # The grids (results/) were run with the course recipe before issue 13: constant lr after warm-up and every t
@@ -103,7 +103,7 @@ def model_facts(config: TrainConfig) -> dict:
     from ditlib.flops import gflops
 
     with torch.device("meta"):
-        model = build_model(config.model, **config.model_kwargs())
+        model = DiT(config.dit_config())
     size, patch = config.model.removeprefix("DiT-").split("/")
     return {"size": size, "patch": int(patch), "depth": model.depth, "hidden_size": model.hidden_size,
             "num_heads": model.num_heads, "tokens": model.x_embedder.num_patches,
@@ -173,7 +173,7 @@ class FIDEvaluator:
 
     def sample(self, checkpoint) -> torch.Tensor:
         """`settings.fid_samples` decoded samples of the checkpoint's EMA weights: (N, 1, 32, 32) in [-1, 1]."""
-        from ditlib.checkpoints import load_model
+        from ditlib.sample import load_model
         from ditlib.evaluate import sample_for_fid
 
         s = self.settings

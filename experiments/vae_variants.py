@@ -1,6 +1,6 @@
 """How much does the latent shape buy the small VAE? (groundwork for issue 13: a VAE close to the rFID floor)
 
-Trains variants of `fmnist-vae-f4` with `ditlib.vae.train_vae` (same recipe, same steps) and records each one's
+Trains variants of `fmnist-vae-f4` with `ditlib.vae_train.train_vae` (same recipe, same steps) and records each one's
 PSNR and rFID-FMNIST (10,000 test images; ditlib.evaluate's Fashion-MNIST extractor) with its training time
 and the hardware, one JSON per variant in experiments/results/vae/. A finished variant is skipped, so the
 script can be re-run after an interruption; run one variant with `--only NAME`.
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ditlib.runtime import hardware_summary, resolve_precision  # noqa: E402
-from ditlib.vae import get_vae_config, train_vae  # noqa: E402
+from ditlib.vae_train import get_vae_config, train_vae  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results" / "vae"
 

@@ -45,7 +45,7 @@ import time
 
 import torch
 
-from ditlib import viz
+from ditlib.course import viz
 from ditlib.data import FASHION_MNIST_CLASSES
 from ditlib.flops import gflops, num_params
 from ditlib.runtime import pick, quick_mode

@@ -36,7 +36,7 @@ import math
 import matplotlib.pyplot as plt
 import torch
 
-from ditlib import exercises, viz
+from ditlib.course import exercises, viz
 from ditlib.data import FashionMNIST
 from ditlib.diffusion import create_diffusion
 from ditlib.vae import load_vae

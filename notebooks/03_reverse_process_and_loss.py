@@ -39,13 +39,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ditlib import exercises, viz
-from ditlib.checkpoints import load_model
+from ditlib.course import exercises, viz
 from ditlib.data import DATA_DIR, FashionMNIST
 from ditlib.diffusion import create_diffusion, mean_flat, normal_kl
 from ditlib.models import DiT
 from ditlib.runtime import pick
-from ditlib.sample import sample_images
+from ditlib.sample import load_model, sample_images
 
 diffusion = create_diffusion("")                  # T = 1000, linear β, learned Σ: DiT's training process
 T = diffusion.num_timesteps

@@ -42,7 +42,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ditlib import exercises, viz
+from ditlib.course import exercises, viz
 from ditlib.data import FashionMNIST
 from ditlib.diffusion import create_diffusion
 from ditlib.flops import flop_breakdown, gflops

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from ditlib import exercises, viz
+from ditlib.course import exercises, viz
 from ditlib.data import FashionMNIST
 from ditlib.flops import PAPER_GFLOPS, gflops, gflops_table
 from ditlib.models import (PAPER_SIZES, Attention, PatchEmbed, build_model, get_1d_sincos_pos_embed_from_grid,

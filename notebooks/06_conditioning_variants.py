@@ -38,14 +38,14 @@ import matplotlib.pyplot as plt
 import torch
 
 import ditlib
-from ditlib import exercises, viz
-from ditlib.checkpoints import load_model
 from ditlib.configs import TRAIN_CONFIGS
+from ditlib.course import exercises, viz
 from ditlib.data import DATA_DIR, FashionMNIST
 from ditlib.flops import PAPER_BLOCK_GFLOPS, block_design_table
 from ditlib.latents import LatentDataset, build_latent_dataset, encode_dataset
 from ditlib.models import BLOCK_DESIGNS, build_model, timestep_embedding
 from ditlib.runtime import pick
+from ditlib.sample import load_model
 from ditlib.train import read_log, train
 from ditlib.vae import load_vae
 

@@ -37,15 +37,15 @@ import matplotlib.pyplot as plt
 import torch
 from IPython.display import clear_output, display
 
-from ditlib import exercises, viz
-from ditlib.checkpoints import load_checkpoint, load_model
+from ditlib.checkpoints import load_checkpoint
 from ditlib.configs import TRAIN_CONFIGS
+from ditlib.course import exercises, viz
 from ditlib.data import FashionMNIST, infinite_batches
 from ditlib.diffusion import create_diffusion
 from ditlib.latents import LatentDataset, build_latent_dataset, encode_dataset
-from ditlib.models import build_model
+from ditlib.models import DiT
 from ditlib.runtime import autocast, pick, seed_everything
-from ditlib.sample import Pretrained, sample_images
+from ditlib.sample import Pretrained, load_model, sample_images
 from ditlib.train import ema_decay_at, list_checkpoints, lr_at, read_log, train, update_ema
 from ditlib.vae import load_vae
 
@@ -100,7 +100,7 @@ print(latents)
 # %%
 def train_by_hand(config, dataset, num_steps, callback=None, every=1):
     seed_everything(config.seed)
-    model = build_model(config.model, **config.model_kwargs()).train()
+    model = DiT(config.dit_config()).train()
     ema = copy.deepcopy(model).requires_grad_(False).eval()             # the weights we sample from
     diffusion = create_diffusion("", learn_sigma=config.learn_sigma)     # T = 1000, linear β
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)

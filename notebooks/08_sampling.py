@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from diffusers import DPMSolverMultistepScheduler
 
-from ditlib import exercises, viz
+from ditlib.course import exercises, viz
 from ditlib.diffusion import create_diffusion, get_named_beta_schedule, randn, space_timesteps
 from ditlib.evaluate import compute_metrics, extract_features, reference_images, sample_for_fid, uniform_labels
 from ditlib.flops import gflops
@@ -188,10 +188,10 @@ x_T = randn((num_samples, 4, 8, 8), generator=torch.Generator().manual_seed(1))
 fid, samples = {"DDPM": [], "DDIM": [], "DPM-Solver++": []}, {}
 for steps in step_counts:
     for sampler in ("ddpm", "ddim"):
-        latents = sample_for_fid(model, num_samples, num_sampling_steps=steps, sampler=sampler, seed=1,
-                                 batch_size=num_samples, progress=False, clip_denoised=False, precision="auto")
-        with torch.no_grad():
-            samples[sampler.upper(), steps] = codec.decode(latents).clamp(-1, 1)
+        # decode= : each batch of latents is decoded to images first, and only the images are clamped to [-1, 1]
+        samples[sampler.upper(), steps] = sample_for_fid(model, num_samples, num_sampling_steps=steps, sampler=sampler,
+                                                         seed=1, batch_size=num_samples, progress=False,
+                                                         decode=codec.decode, clip_denoised=False, precision="auto")
     with torch.no_grad():
         samples["DPM-Solver++", steps] = codec.decode(dpm_solver_sample(labels, steps, x_T, "auto")).clamp(-1, 1)
     for name in fid:

@@ -34,7 +34,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ditlib import exercises, viz
+from ditlib.course import exercises, viz
 from ditlib.data import FashionMNIST
 from ditlib.evaluate import compute_metrics, sample_for_fid
 from ditlib.runtime import pick

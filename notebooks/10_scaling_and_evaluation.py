@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 import ditlib
-from ditlib import exercises, viz
+from ditlib.course import exercises, viz
 from ditlib.data import FashionMNIST
 from ditlib.evaluate import compute_metrics, extract_features, inception_weights_path
 from ditlib.flops import PAPER_GFLOPS, gflops

@@ -38,12 +38,13 @@ from pathlib import Path
 
 import torch
 
-from ditlib import exercises
-from ditlib.checkpoints import CheckpointError, infer_dit_config, load_checkpoint, load_official_dit
+from ditlib.checkpoints import CheckpointError, load_checkpoint
 from ditlib.configs import TRAIN_CONFIGS, get_config
+from ditlib.course import exercises
 from ditlib.flops import PAPER_GFLOPS, gflops, num_params
-from ditlib.models import DiT_models
+from ditlib.models import DiT, DiT_models
 from ditlib.runtime import pick
+from ditlib.sample import infer_dit_config, load_official_dit
 from ditlib.train import read_log, train
 from ditlib.vae import SD_VAE_SCALE_FACTOR, VAEWeightsNotFound, load_sd_vae
 
@@ -60,10 +61,11 @@ from ditlib.vae import SD_VAE_SCALE_FACTOR, VAEWeightsNotFound, load_sd_vae
 print(f"{'config':22s} {'tokens':>6s} {'params':>9s} {'Gflops':>8s} {'(paper)':>8s}")
 for name, config in TRAIN_CONFIGS.items():
     if name.startswith("imagenet256-"):
-        kwargs = config.model_kwargs()                                 # input 32×32×4, 1000 classes
+        with torch.device("meta"):                                     # input 32×32×4, 1000 classes
+            model = DiT(config.dit_config())
         tokens = (config.image_size // int(config.model.rsplit("/", 1)[1])) ** 2
-        print(f"{name:22s} {tokens:6d} {num_params(config.model, **kwargs) / 1e6:8.1f}M "
-              f"{gflops(config.model, **kwargs):8.2f} {PAPER_GFLOPS[config.model]:8.2f}")
+        print(f"{name:22s} {tokens:6d} {num_params(model) / 1e6:8.1f}M "
+              f"{gflops(model):8.2f} {PAPER_GFLOPS[config.model]:8.2f}")
 
 # %% [markdown]
 # These are built on PyTorch's meta device, so even DiT-XL/2 (675 M parameters) costs no memory to count.
@@ -177,7 +179,7 @@ except VAEWeightsNotFound as err:
 # %%
 # NBVAL_CHECK_OUTPUT
 debug = get_config("debug").replace(precision="fp32")
-print(f"debug: {debug.model}, batch {debug.batch_size}, {num_params(debug.model, **debug.model_kwargs()):,} params, "
+print(f"debug: {debug.model}, batch {debug.batch_size}, {num_params(DiT(debug.dit_config())):,} params, "
       f"{debug.image_size}×{debug.image_size}×{debug.in_channels} pixels")
 
 # %%

@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 
 from ditlib.autoencoder import AutoencoderKL
 from ditlib.checkpoints import subdict
-from ditlib.vae import LatentCodec, _autoencoder_config, vae_loss
+from ditlib.vae import LatentCodec, autoencoder_config
+from ditlib.vae_train import vae_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "data" / "checkpoints" / "fmnist-vae"
@@ -145,15 +146,15 @@ def test_training_loss_and_gradients_match_diffusers():
 
 def test_config_serialises_like_diffusers():
     theirs, ours = _pair(SHIPPED_CONFIG)
-    assert _autoencoder_config(ours) == _autoencoder_config(theirs) == SHIPPED_CONFIG
-    assert json.dumps(_autoencoder_config(ours)) == json.dumps(_autoencoder_config(theirs))
+    assert autoencoder_config(ours) == autoencoder_config(theirs) == SHIPPED_CONFIG
+    assert json.dumps(autoencoder_config(ours)) == json.dumps(autoencoder_config(theirs))
     assert ours.config.to_dict() == SHIPPED_CONFIG
     assert ours.config.in_channels == 1 and ours.config.latent_channels == 4
     assert ours.config.block_out_channels == (32, 64, 64)
     ours.register_to_config(scaling_factor=0.25)
     theirs.register_to_config(scaling_factor=0.25)
     assert ours.config.scaling_factor == 0.25 and ours.config["scaling_factor"] == 0.25
-    assert _autoencoder_config(ours) == _autoencoder_config(theirs)
+    assert autoencoder_config(ours) == autoencoder_config(theirs)
     with pytest.raises(AttributeError):
         ours.config.scaling_factor = 1.0
     with pytest.raises(ValueError, match="latent_channels"):

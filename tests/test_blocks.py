@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from ditlib import checkpoints as ckpt
+from ditlib.sample import load_model
 from ditlib.configs import get_config
-from ditlib.models import (BLOCK_DESIGNS, AdaLNBlock, CrossAttentionBlock, DiT, DiTBlock, InContextBlock,
+from ditlib.models import (BLOCK_DESIGNS, AdaLNBlock, CrossAttentionBlock, DiT, DiTBlock, DiTConfig, InContextBlock,
                            build_model)
 from ditlib.train import train
 
@@ -37,10 +38,10 @@ def inputs(n=4, seed=0):
 
 def test_the_four_designs_in_the_papers_order_with_adaln_zero_as_default():
     assert BLOCK_DESIGNS == ("in-context", "cross-attention", "adaLN", "adaLN-Zero")
-    assert inspect.signature(DiT).parameters["block"].default == "adaLN-Zero"
+    assert DiTConfig().block == "adaLN-Zero" and DiT(depth=1, hidden_size=32, num_heads=2).block == "adaLN-Zero"
     for design, cls in BLOCK_CLASSES.items():
         model = tiny(design)
-        assert model.block == design and model.config()["block"] == design
+        assert model.block == design and model.config.to_dict()["block"] == design
         assert all(type(b) is cls for b in model.blocks)
 
 
@@ -153,8 +154,8 @@ def test_a_non_default_design_round_trips_through_a_checkpoint(tmp_path):
     torch.manual_seed(0)
     model = tiny("cross-attention").eval()
     ckpt.save_checkpoint(tmp_path / "w", ckpt.prefixed(model.state_dict(), "ema"),
-                         {"kind": "weights", "model_config": model.config()})
-    loaded, _ = ckpt.load_model(tmp_path / "w")
+                         {"kind": "weights", "model_config": model.config.to_dict()})
+    loaded, _ = load_model(tmp_path / "w")
     assert loaded.block == "cross-attention"
     x, t = inputs(2)
     y = torch.tensor([1, 3])
@@ -163,10 +164,10 @@ def test_a_non_default_design_round_trips_through_a_checkpoint(tmp_path):
 
 def test_a_checkpoint_without_a_block_field_loads_as_adaln_zero(tmp_path):
     model = tiny("adaLN-Zero")
-    config = {k: v for k, v in model.config().items() if k != "block"}     # checkpoints written before `block`
+    config = {k: v for k, v in model.config.to_dict().items() if k != "block"}     # checkpoints written before `block`
     ckpt.save_checkpoint(tmp_path / "old", ckpt.prefixed(model.state_dict(), "ema"),
                          {"kind": "weights", "model_config": config})
-    assert ckpt.load_model(tmp_path / "old")[0].block == "adaLN-Zero"
+    assert load_model(tmp_path / "old")[0].block == "adaLN-Zero"
 
 
 class RandomImages(torch.utils.data.Dataset):
@@ -187,6 +188,6 @@ class RandomImages(torch.utils.data.Dataset):
 def test_training_a_non_default_design_saves_and_reloads_it(tmp_path):
     config = get_config("debug").replace(block="in-context", batch_size=4, ckpt_every=2, log_every=2)
     train(config, tmp_path, max_steps=2, progress=False, dataset=RandomImages(), device="cpu")
-    model, meta = ckpt.load_model(tmp_path / "final")
+    model, meta = load_model(tmp_path / "final")
     assert meta["train_config"]["block"] == meta["model_config"]["block"] == "in-context"
     assert isinstance(model.blocks[0], InContextBlock)

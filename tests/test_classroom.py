@@ -8,6 +8,7 @@ assignment.
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import re
@@ -18,11 +19,11 @@ import nbformat
 import pytest
 import torch
 
-from ditlib import classroom
 from ditlib.checkpoints import save_checkpoint
 from ditlib.configs import get_config
+from ditlib.course import capstone, cli, grading
 from ditlib.data import DATA_DIR
-from ditlib.models import build_model
+from ditlib.models import DiT, build_model
 from ditlib.runtime import QUICK_ENV
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,13 +33,13 @@ MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION", "### BEGIN HIDDEN TESTS", "
 
 @pytest.fixture(scope="module")
 def sources() -> dict[str, Path]:
-    return classroom.assignment_sources(REPO / "notebooks", REPO / "assignments")
+    return grading.assignment_sources(REPO / "notebooks", REPO / "assignments")
 
 
 @pytest.fixture(scope="module")
 def release(sources, tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("release")
-    classroom.build_release(tmp / "release", sources, course_dir=tmp / "course")
+    grading.build_release(tmp / "release", sources, course_dir=tmp / "course")
     return tmp / "release"
 
 
@@ -63,10 +64,10 @@ def _shipped_as_capstone(dest: Path, name: str = "fmnist-latent-DiT-T-2") -> Non
 def _untrained_checkpoint(stem: Path, config_name: str = "fmnist-latent-DiT-T/2") -> Path:
     config = get_config(config_name)
     torch.manual_seed(0)
-    model = build_model(config.model, **config.model_kwargs())
+    model = DiT(config.dit_config())
     return save_checkpoint(stem, {f"ema.{k}": v for k, v in model.state_dict().items()},
                            {"kind": "weights", "step": 0, "train_config": config.to_dict(),
-                            "model_config": model.config(), "elapsed_s": 0.0})
+                            "model_config": model.config.to_dict(), "elapsed_s": 0.0})
 
 
 # ----------------------------------------------------------------------------- assignments and release
@@ -147,7 +148,7 @@ def test_every_graded_exercise_has_a_visible_check_and_hidden_tests(sources):
 
 def test_instructors_guide_lists_the_points_of_every_exercise(sources):
     guide = (REPO / "INSTRUCTORS.md").read_text()
-    for assignment, grade_id, points in classroom.points_table(sources):
+    for assignment, grade_id, points in grading.points_table(sources):
         assert re.search(rf"\|\s*{re.escape(assignment)}\s*\|\s*`{re.escape(grade_id)}`\s*\|\s*{points:g}\s*\|", guide), \
             f"INSTRUCTORS.md has no row | {assignment} | `{grade_id}` | {points:g} |"
 
@@ -168,17 +169,17 @@ def graded(sources, release, tmp_path_factory) -> list[dict]:
         shutil.copyfile(release / name / f"{name}.ipynb", blank / f"{name}.ipynb")
     _shipped_as_capstone(tmp / "submissions" / "instructor" / "capstone")
     csv_path = tmp / "grades.csv"
-    classroom.autograde(tmp / "submissions", csv_path, subset, course_dir=tmp / "course", mode="quick",
-                        log=lambda message: None)
+    grading.autograde(tmp / "submissions", csv_path, subset, course_dir=tmp / "course", mode="quick",
+                      log=lambda message: None)
     with csv_path.open() as f:
         reader = csv.DictReader(f)
-        assert tuple(reader.fieldnames) == classroom.CSV_COLUMNS
+        assert tuple(reader.fieldnames) == grading.CSV_COLUMNS
         return list(reader)
 
 
 def test_autograding_the_instructor_notebooks_gives_full_marks(graded, sources):
     rows = [r for r in graded if r["student"] == "instructor"]
-    expected = [(a, g, p) for a, g, p in classroom.points_table(sources) if a in SUBSET]
+    expected = [(a, g, p) for a, g, p in grading.points_table(sources) if a in SUBSET]
     assert [(r["assignment"], r["exercise"], float(r["max_score"])) for r in rows] == expected
     for r in rows:
         assert float(r["score"]) == float(r["max_score"]), r
@@ -200,17 +201,17 @@ def test_autograding_the_untouched_release_gives_zero_with_friendly_feedback(gra
 def test_cell_feedback_prefers_the_checks_message_then_the_error():
     fail = nbformat.v4.new_output("display_data", data={"text/plain": "✗ q_sample: Forgot the square root."})
     error = nbformat.v4.new_output("error", ename="AssertionError", evalue="Forgot the square root.", traceback=[])
-    assert classroom.cell_feedback({"outputs": [fail, error]}) == "Forgot the square root."
+    assert grading.cell_feedback({"outputs": [fail, error]}) == "Forgot the square root."
     other = nbformat.v4.new_output("error", ename="NameError", evalue="name 'q_sample' is not defined", traceback=[])
-    assert classroom.cell_feedback({"outputs": [other]}) == "NameError: name 'q_sample' is not defined"
+    assert grading.cell_feedback({"outputs": [other]}) == "NameError: name 'q_sample' is not defined"
     passed = nbformat.v4.new_output("display_data", data={"text/plain": "✓ q_sample: Correct: fine."})
-    assert classroom.cell_feedback({"outputs": [passed]}) == "✓ Correct: fine."
+    assert grading.cell_feedback({"outputs": [passed]}) == "✓ Correct: fine."
 
 
 def test_submissions_outside_a_student_folder_are_refused(tmp_path, sources):
     (tmp_path / "01_forward_noising.ipynb").write_text("{}")
     with pytest.raises(ValueError, match="not inside a student's folder"):
-        classroom.collect_submissions(tmp_path, sources)
+        grading.collect_submissions(tmp_path, sources)
 
 
 # ----------------------------------------------------------------------------- the capstone's grader
@@ -223,7 +224,7 @@ def test_capstone_grader_gives_an_untrained_dit_zero_through_the_cli(tmp_path, m
     assert main(["grade-capstone", "--ckpt", str(stem), "--out", str(tmp_path / "report.json")]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["quick"] and report["points"] == 0 and report["max_points"] == 10
-    assert report["fid"] > max(quick for (_, quick), _ in classroom.CAPSTONE_BANDS)
+    assert report["fid"] > max(quick for (_, quick), _ in capstone.CAPSTONE_BANDS)
     assert "✗ capstone: FID-FMNIST" in capsys.readouterr().out
 
 
@@ -232,36 +233,73 @@ def test_capstone_grader_gives_zero_over_the_compute_budget_without_sampling(tmp
     meta = json.loads(stem.with_suffix(".json").read_text())
     meta["step"] = 10_000                                         # 0.18 Gflops × 64 × 10k × 3 = 349 Tflops
     stem.with_suffix(".json").write_text(json.dumps(meta))
-    report = classroom.grade_capstone(stem)
+    report = capstone.grade_capstone(stem)
     assert report.points == 0 and report.fid is None and not report.within_budget
-    assert "over the budget" in report.message and report.training_tflops > classroom.CAPSTONE_BUDGET_TFLOPS
+    assert "over the budget" in report.message and report.training_tflops > capstone.CAPSTONE_BUDGET_TFLOPS
 
 
 def test_capstone_bands_are_stated_in_the_assignment():
     text = (REPO / "assignments" / "capstone" / "capstone.py").read_text()
-    assert f"Budget: {classroom.CAPSTONE_BUDGET_TFLOPS:g} Tflops" in text
-    for (full, _), points in classroom.CAPSTONE_BANDS:
+    assert f"Budget: {capstone.CAPSTONE_BUDGET_TFLOPS:g} Tflops" in text
+    for (full, _), points in capstone.CAPSTONE_BANDS:
         assert re.search(rf"\| {full:g} \| \+{points} \|", text), f"the capstone does not state FID ≤ {full:g}: +{points}"
     assert "1,000 samples" in text and "50 DDIM steps" in text
-    assert classroom.capstone_settings()["num_samples"] in (100, 1000)
+    assert capstone.capstone_settings()["num_samples"] in (100, 1000)
 
 
 def test_capstone_bands_score_the_calibration_models_as_stated(monkeypatch):
     monkeypatch.delenv(QUICK_ENV, raising=False)                  # full mode: what the thresholds are stated for
-    assert classroom.capstone_points(10.7) == 10                  # shipped latent fmnist-latent-DiT-T/2
-    assert classroom.capstone_points(17.3) == 8                   # shipped pixel fmnist-DiT-T/4
-    assert classroom.capstone_points(55.1) == 0                   # untrained latent DiT-T/2
+    assert capstone.capstone_points(10.7) == 10                   # shipped latent fmnist-latent-DiT-T/2
+    assert capstone.capstone_points(17.3) == 8                    # shipped pixel fmnist-DiT-T/4
+    assert capstone.capstone_points(55.1) == 0                    # untrained latent DiT-T/2
     monkeypatch.setenv(QUICK_ENV, "1")                            # quick mode: the tests' smaller evaluation
-    assert [classroom.capstone_points(fid) for fid in (15.8, 21.3, 63.9, 138.4)] == [10, 8, 0, 0]
+    assert [capstone.capstone_points(fid) for fid in (15.8, 21.3, 63.9, 138.4)] == [10, 8, 0, 0]
 
 
 def test_autograde_runs_lessons_in_quick_mode_and_projects_in_full_mode(sources):
-    assert all(classroom._is_lesson(path) for name, path in sources.items() if name != "capstone")
-    assert not classroom._is_lesson(sources["capstone"])
+    assert all(grading.is_lesson(path) for name, path in sources.items() if name != "capstone")
+    assert not grading.is_lesson(sources["capstone"])
 
 
 def test_the_scratch_course_folder_is_never_a_folder_of_someone_elses(tmp_path):
     (tmp_path / "thesis.tex").write_text("precious")
     with pytest.raises(FileExistsError, match="refusing to delete"):
-        classroom.prepare_course({}, tmp_path)
+        grading.prepare_course({}, tmp_path)
     assert (tmp_path / "thesis.tex").exists()
+
+
+# ----------------------------------------------------------------------------- the commands
+def _course_parser() -> tuple[argparse.ArgumentParser, argparse.Action]:
+    """A fresh parser with only the course's commands, as `python -m ditlib` adds them; and its subparsers."""
+    parser = argparse.ArgumentParser(prog="python -m ditlib")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    cli.add_commands(subparsers)
+    return parser, subparsers
+
+
+def test_the_course_adds_its_three_commands_through_the_entry_point():
+    from importlib.metadata import entry_points
+
+    assert [ep.load() for ep in entry_points(group="ditlib.commands") if ep.name == "course"] == [cli.add_commands]
+    parser, subparsers = _course_parser()
+    assert set(subparsers.choices) == {"student-release", "autograde", "grade-capstone"}
+    args = parser.parse_args(["student-release"])
+    assert (args.out, args.points, args.only, args.course_dir) == ("release", False, None, str(grading.COURSE_DIR))
+    assert (args.notebooks, args.projects) == (str(grading.NOTEBOOKS_DIR), str(grading.PROJECTS_DIR))
+    args = parser.parse_args(["autograde", "--submissions", "subs", "--only", "05_vit_patchify", "capstone"])
+    assert (args.submissions, args.out, args.mode) == ("subs", "grades.csv", "auto")
+    assert args.only == ["05_vit_patchify", "capstone"]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["autograde", "--submissions", "subs", "--mode", "fast"])
+    args = parser.parse_args(["grade-capstone", "--ckpt", "capstone", "--device", "cpu"])
+    assert (args.ckpt, args.out, args.device) == ("capstone", None, "cpu")
+    assert all(callable(parser.parse_args(argv).func) for argv in
+               (["student-release"], ["autograde", "--submissions", "s"], ["grade-capstone", "--ckpt", "c"]))
+
+
+def test_student_release_points_prints_the_rows_of_the_instructors_table(sources, capsys):
+    args = _course_parser()[0].parse_args(["student-release", "--points", "--notebooks", str(REPO / "notebooks"),
+                                           "--projects", str(REPO / "assignments")])
+    assert args.func(args) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows == [f"| {a} | `{g}` | {p:g} | |" for a, g, p in grading.points_table(sources)]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ditlib.checkpoints import load_model
+from ditlib.sample import load_model
 from ditlib.data import FashionMNIST
 from ditlib.sample import sample_images
 

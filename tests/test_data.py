@@ -328,7 +328,7 @@ def test_fashion_mnist_fast_path_matches_item_by_item_gathering():
     dataset = data.FashionMNIST("test")
     x, y = next(data.infinite_batches(dataset, 32, seed=0, hflip=True))
     assert x.shape == (32, 1, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
-    generator = torch.Generator().manual_seed(data._derived_seed(0, "epoch", 0))
+    generator = torch.Generator().manual_seed(data.derived_seed(0, "epoch", 0))
     indices = torch.randperm(len(dataset), generator=generator)[:32]
     items = torch.stack([dataset[i][0] for i in indices.tolist()])
     assert torch.equal(y, dataset.labels[indices])

@@ -17,9 +17,11 @@ import pytest
 import torch
 
 from ditlib import checkpoints as ckpt
+from ditlib.sample import load_model
 from ditlib.configs import get_config
 from ditlib.data import FashionMNIST, StepBatches
-from ditlib.distributed import collect_fid_npz, local_batch_size, sample_fid_images
+from ditlib.distributed import local_batch_size
+from ditlib.evaluate import collect_fid_npz, sample_fid_images
 from ditlib.evaluate import save_adm_npz
 from ditlib.latents import LatentDataset
 from ditlib.train import list_checkpoints, read_log, train
@@ -100,7 +102,7 @@ def test_distributed_sampling_writes_each_index_once_whatever_the_process_count(
     assert len({image.tobytes() for image in images}) == 10            # ten distinct images
     assert np.isfinite(json.loads((out / "fid.json").read_text())["fid"])
     # One process, another batch size: the same images (each index has its own label and seed).
-    model, _ = ckpt.load_model(root / "single" / "final")
+    model, _ = load_model(root / "single" / "final")
     sample_fid_images(model, root / "one", 10, cfg_scale=1.5, num_sampling_steps=3, batch_size=4, progress=False,
                       precision="fp32")
     alone = np.load(collect_fid_npz(root / "one", 10))["arr_0"]

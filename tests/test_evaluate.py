@@ -17,7 +17,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ditlib import evaluate
+from ditlib import classifier, evaluate
+from ditlib import metrics as metrics_lib
 from ditlib.checkpoints import prefixed, save_checkpoint
 from ditlib.data import FashionMNIST
 from ditlib.models import build_model
@@ -52,7 +53,7 @@ def run_cli(*args, env=None):
 # ---------------------------------------------------------------------------
 
 def test_shipped_classifier_is_at_least_90_percent_accurate_on_test_images(test_set):
-    model, meta = evaluate.load_classifier(SHIPPED)
+    model, meta = classifier.load_classifier(SHIPPED)
     with torch.no_grad():
         logits = model(as_float(test_set.images[:2000]))  # (2000, 10)
     accuracy = (logits.argmax(1) == test_set.labels[:2000]).float().mean().item()
@@ -70,7 +71,7 @@ def test_shipped_classifier_has_a_manifest_small_weights_and_the_datasets_hashes
 
 
 def test_features_are_the_penultimate_layer_and_logits_the_classifier_output(test_set):
-    model, _ = evaluate.load_classifier(SHIPPED)
+    model, _ = classifier.load_classifier(SHIPPED)
     x = as_float(test_set.images[:16])
     features = evaluate.extract_features(test_set.images[:16].permute(0, 2, 3, 1), classifier_path=SHIPPED)
     with torch.no_grad():
@@ -85,18 +86,18 @@ def test_extractor_takes_rgb_and_28_pixel_inputs_like_torch_fidelity_feeds_them(
     gray = test_set.images[:8]                                   # (8, 1, 32, 32) uint8
     rgb = gray.expand(-1, 3, -1, -1)                             # what torch-fidelity makes of PNG folders
     unpadded = gray[:, :, 2:30, 2:30]                            # the raw 28×28 Fashion-MNIST
-    inputs = [evaluate._uint8_to_classifier_input(x) for x in (gray, rgb, unpadded)]
+    inputs = [metrics_lib.uint8_to_classifier_input(x) for x in (gray, rgb, unpadded)]
     torch.testing.assert_close(inputs[0], as_float(gray))
     torch.testing.assert_close(inputs[1], inputs[0])
     torch.testing.assert_close(inputs[2], inputs[0])
     with pytest.raises(ValueError, match="32×32"):
-        evaluate._uint8_to_classifier_input(torch.zeros(2, 1, 64, 64, dtype=torch.uint8))
+        metrics_lib.uint8_to_classifier_input(torch.zeros(2, 1, 64, 64, dtype=torch.uint8))
 
 
 def test_torch_fidelity_calculate_metrics_accepts_the_registered_extractor(test_set):
     import torch_fidelity
 
-    evaluate.register_with_torch_fidelity()
+    metrics_lib.register_with_torch_fidelity()
 
     class Images(torch.utils.data.Dataset):
         def __init__(self, images):
@@ -280,7 +281,7 @@ def tiny_dit_checkpoint(tmp_path_factory):
     model = build_model("DiT-debug/8", input_size=32, in_channels=1, num_classes=10)
     stem = tmp_path_factory.mktemp("ckpt") / "tiny"
     save_checkpoint(stem, prefixed(model.state_dict(), "ema"),
-                    {"kind": "weights", "model_config": model.config(), "train_config": {"sample_steps": 3}})
+                    {"kind": "weights", "model_config": model.config.to_dict(), "train_config": {"sample_steps": 3}})
     return model.eval(), stem
 
 
@@ -295,7 +296,7 @@ def test_sample_for_fid_spreads_labels_evenly_and_is_reproducible(tiny_dit_check
         seen.append(torch.as_tensor(labels).clone())
         return original(model, labels, **kwargs)
 
-    monkeypatch.setattr(ditlib.sample, "sample_images", recording)
+    monkeypatch.setattr(ditlib.evaluate, "sample_images", recording)
     images = evaluate.sample_for_fid(model, 25, num_sampling_steps=2, seed=3, batch_size=10, progress=False)
     labels = torch.cat(seen)
     assert [len(b) for b in seen] == [10, 10, 5]
@@ -305,6 +306,39 @@ def test_sample_for_fid_spreads_labels_evenly_and_is_reproducible(tiny_dit_check
     again = evaluate.sample_for_fid(model, 25, num_sampling_steps=2, seed=3, batch_size=10, progress=False)
     other = evaluate.sample_for_fid(model, 25, num_sampling_steps=2, seed=4, batch_size=10, progress=False)
     assert torch.equal(images, again) and not torch.equal(images, other)
+
+
+def test_sampling_a_latent_dit_for_fid_without_its_decoder_is_refused():
+    latent = build_model("DiT-debug/8", input_size=8, in_channels=4, num_classes=10).eval()
+    with pytest.raises(ValueError, match="decode=codec.decode"):
+        evaluate.sample_for_fid(latent, 4, num_sampling_steps=2, progress=False)
+    with pytest.raises(ValueError, match="decode=codec.decode"):
+        evaluate.sample_fid_images(latent, "unused", 4, num_sampling_steps=2, progress=False)
+
+
+def test_latents_are_decoded_before_they_are_clamped():
+    """Lesson 08's bug: clamping scaled latents to [−1, 1] before decoding moves the decoded images."""
+    latent = build_model("DiT-debug/8", input_size=8, in_channels=4, num_classes=10).eval()
+    seen = []
+
+    def decode(z):                        # a stand-in decoder that sees whether it was given clamped latents
+        seen.append(z.abs().max().item())
+        return z[:, :1].repeat_interleave(4, -1).repeat_interleave(4, -2) / 4     # (N, 1, 32, 32)
+
+    images = evaluate.sample_for_fid(latent, 6, num_sampling_steps=3, seed=0, batch_size=6, progress=False,
+                                     decode=decode, clip_denoised=False)
+    raw = evaluate.sample_images(latent, evaluate.uniform_labels(6, 10), num_sampling_steps=3,
+                                 seed=evaluate.derived_seed(0, "fid", 0), progress=False, clip_denoised=False)
+    assert seen[0] == raw.abs().max().item() > 1           # the decoder saw the latents as sampled, unclamped
+    assert torch.equal(images, decode(raw).clamp(-1, 1))
+
+
+def test_a_pretrained_model_brings_its_decoder_to_fid_sampling():
+    from ditlib.sample import Pretrained
+
+    pretrained = Pretrained.load("fmnist-latent-DiT-T-2", device="cpu")
+    images = evaluate.sample_for_fid(pretrained, 2, num_sampling_steps=2, seed=0, progress=False, clip_denoised=False)
+    assert images.shape == (2, 1, 32, 32)
 
 
 def test_fid_command_samples_a_checkpoint_and_writes_adm_npz(tiny_dit_checkpoint, tmp_path, test_set):
@@ -337,10 +371,10 @@ def test_train_classifier_command_writes_weights_and_manifest(tmp_path):
     assert out.returncode == 0, out.stderr
     manifest = json.loads((tmp_path / "clf.manifest.json").read_text())
     assert manifest["steps"] == 3 and "--max-steps 3" in manifest["command"]
-    model, meta = evaluate.load_classifier(tmp_path / "clf")
+    model, meta = classifier.load_classifier(tmp_path / "clf")
     assert meta["test_accuracy"] == manifest["test_accuracy"]
 
 
 def test_a_missing_classifier_names_the_command_that_makes_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="python -m ditlib train-classifier"):
-        evaluate.load_classifier(tmp_path / "nothing")
+        classifier.load_classifier(tmp_path / "nothing")

@@ -1,10 +1,10 @@
-"""Specification of ditlib.exercises: each notebook check passes a correct solution, names typical mistakes
-specifically, never lets a learner's exception escape, and answers deterministically."""
+"""Specification of ditlib.course.exercises: each notebook check passes a correct solution, names typical
+mistakes specifically, never lets a learner's exception escape, and answers deterministically."""
 import numpy as np
 import pytest
 import torch
 
-from ditlib import exercises as ex
+from ditlib.course import exercises as ex
 from ditlib.diffusion import create_diffusion
 from ditlib.models import build_model, get_1d_sincos_pos_embed_from_grid
 

@@ -151,7 +151,7 @@ def test_latent_dit_on_vae_trains_on_the_vaes_latents_and_records_the_readme_fid
     import latent_dit_on_vae
 
     from ditlib import latents
-    from ditlib.vae import get_vae_config, train_vae
+    from ditlib.vae_train import get_vae_config, train_vae
 
     monkeypatch.setattr(latents, "DEFAULT_CACHE_DIR", tmp_path / "cache")      # keep the 60k-image cache out of runs/
     train_vae(get_vae_config("vae-debug"), tmp_path / "vae", max_steps=2, progress=False)

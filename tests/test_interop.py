@@ -6,8 +6,9 @@ import os
 import pytest
 import torch
 
-import ditlib.models as models
-from ditlib.checkpoints import CheckpointError, infer_dit_config, load_official_dit
+import ditlib.layers as layers
+from ditlib.checkpoints import CheckpointError
+from ditlib.sample import infer_dit_config, load_official_dit
 from ditlib.interop import diffusers_scheduler, from_diffusers, to_diffusers, to_diffusers_pipeline
 from ditlib.models import build_model
 
@@ -34,7 +35,7 @@ def test_official_layout_state_dict_builds_the_right_config(tmp_path):
     model = _random_dit(num_classes=1000)
     torch.save(model.state_dict(), tmp_path / "DiT-debug-4.pt")
     loaded = load_official_dit(tmp_path / "DiT-debug-4.pt")
-    assert loaded.config() == model.config() and not loaded.training
+    assert loaded.config.to_dict() == model.config.to_dict() and not loaded.training
     x, t, y = _inputs()
     with torch.no_grad():
         assert torch.equal(loaded(x, t, y), model(x, t, y))
@@ -45,7 +46,7 @@ def test_training_checkpoint_uses_the_ema_weights_and_may_name_its_config(tmp_pa
     torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": {"state": {}},
                 "args": argparse.Namespace(model="DiT-debug/4", global_seed=0)}, tmp_path / "0400000.pt")
     loaded = load_official_dit(tmp_path / "0400000.pt", model_name="DiT-debug/4")
-    assert loaded.config() == ema.config() and loaded.learn_sigma is False
+    assert loaded.config.to_dict() == ema.config.to_dict() and loaded.learn_sigma is False
     with pytest.raises(CheckpointError, match="not DiT-XL/2"):
         load_official_dit(tmp_path / "0400000.pt", model_name="DiT-XL/2")
 
@@ -54,7 +55,7 @@ def test_training_checkpoint_uses_the_ema_weights_and_may_name_its_config(tmp_pa
 def test_paper_configs_are_inferred_from_shapes_alone(name, input_size):
     with torch.device("meta"):
         model = build_model(name, input_size=input_size)
-    assert infer_dit_config(model.state_dict()) == model.config()
+    assert infer_dit_config(model.state_dict()) == model.config
 
 
 class _Payload:
@@ -85,7 +86,7 @@ def test_a_pickle_with_a_code_payload_is_refused_and_never_runs(tmp_path):
 def test_ditlib_to_diffusers_and_back_is_exact():
     for model in (_random_dit(), _random_dit(learn_sigma=False)):
         back = from_diffusers(to_diffusers(model))
-        assert back.config() == model.config()
+        assert back.config.to_dict() == model.config.to_dict()
         ours, theirs = model.state_dict(), back.state_dict()
         assert set(ours) == set(theirs)
         assert all(torch.equal(ours[k], theirs[k]) for k in ours)
@@ -108,7 +109,7 @@ def test_diffusers_output_agrees_up_to_the_documented_timestep_features(monkeypa
         ours = model(x, t, y)
         # The only difference left is diffusers' timestep frequencies: small, nonzero, and gone when swapped in.
         assert 0 < (ours - theirs).abs().max() < 0.02 * ours.abs().max()
-        monkeypatch.setattr(models, "timestep_embedding", _diffusers_timestep_embedding)
+        monkeypatch.setattr(layers, "timestep_embedding", _diffusers_timestep_embedding)
         assert (model(x, t, y) - theirs).abs().max() < 1e-5
 
 

@@ -6,7 +6,8 @@ import torch
 from ditlib import latents
 from ditlib.data import FashionMNIST, infinite_batches
 from ditlib.latents import LatentDataset, dataset_identity, load_or_encode
-from ditlib.vae import LatentCodec, build_vae
+from ditlib.vae import LatentCodec
+from ditlib.vae_train import build_vae
 
 
 def small_images(count=48, start=0):

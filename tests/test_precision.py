@@ -110,7 +110,7 @@ def test_autocast_auto_follows_the_choice(cpu_probe):
 
 def test_every_training_config_defaults_to_auto():
     from ditlib.configs import TRAIN_CONFIGS
-    from ditlib.vae import VAE_CONFIGS
+    from ditlib.vae_train import VAE_CONFIGS
 
     assert {c.precision for c in TRAIN_CONFIGS.values()} == {"auto"}
     assert {c.precision for c in VAE_CONFIGS.values()} == {"auto"}
@@ -157,18 +157,18 @@ def test_doctor_prints_the_machine_the_choice_and_the_speeds(cpu_probe, tmp_path
 
 
 def test_compile_auto_compiles_long_single_process_fp32_runs_only():
-    from ditlib.train import COMPILE_MIN_STEPS, _resolve_compile
+    from ditlib.train import COMPILE_MIN_STEPS, resolve_compile
 
     config = get_config("debug").replace(compile="auto")
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert _resolve_compile(config, cpu, "fp32", COMPILE_MIN_STEPS, distributed=False)
-    assert not _resolve_compile(config, cpu, "fp32", COMPILE_MIN_STEPS - 1, distributed=False)
-    assert not _resolve_compile(config, cpu, "bf16", COMPILE_MIN_STEPS, distributed=False)   # measured slower
-    assert not _resolve_compile(config, cpu, "fp32", COMPILE_MIN_STEPS, distributed=True)
-    assert _resolve_compile(config, cuda, "bf16", COMPILE_MIN_STEPS, distributed=False)
-    assert _resolve_compile(config.replace(compile=True), cpu, "bf16", 1, distributed=True)
+    assert resolve_compile(config, cpu, "fp32", COMPILE_MIN_STEPS, distributed=False)
+    assert not resolve_compile(config, cpu, "fp32", COMPILE_MIN_STEPS - 1, distributed=False)
+    assert not resolve_compile(config, cpu, "bf16", COMPILE_MIN_STEPS, distributed=False)   # measured slower
+    assert not resolve_compile(config, cpu, "fp32", COMPILE_MIN_STEPS, distributed=True)
+    assert resolve_compile(config, cuda, "bf16", COMPILE_MIN_STEPS, distributed=False)
+    assert resolve_compile(config.replace(compile=True), cpu, "bf16", 1, distributed=True)
     with pytest.raises(ValueError, match="compile must be"):
-        _resolve_compile(config.replace(compile="yes"), cpu, "fp32", 1, distributed=False)
+        resolve_compile(config.replace(compile="yes"), cpu, "fp32", 1, distributed=False)
 
 
 def test_a_compiler_that_fails_falls_back_to_eager_without_losing_the_run(cpu_probe, tmp_path, monkeypatch, capsys):

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from ditlib import checkpoints as ckpt
+from ditlib.sample import load_model
 from ditlib.configs import DEFAULT_CONFIG, TRAIN_CONFIGS, get_config
 from ditlib.data import FashionMNIST
 from ditlib.diffusion import create_diffusion
-from ditlib.models import build_model
+from ditlib.models import DiT, build_model
 from ditlib.sample import sample_images, save_grid, save_npz, to_uint8
 from ditlib.train import ema_decay_at, list_checkpoints, list_snapshots, lr_at, read_log, train, update_ema
 
@@ -147,7 +148,7 @@ def test_training_writes_log_checkpoints_final_weights_and_plot(tmp_path, small_
     assert [r["step"] for r in rows] == [5, 10]
     assert {"loss", "mse", "vb", "lr", "img_per_s"} <= set(rows[0])
     assert (tmp_path / "loss.png").stat().st_size > 1000
-    model, meta = ckpt.load_model(tmp_path / "final")
+    model, meta = load_model(tmp_path / "final")
     assert meta["kind"] == "weights" and meta["step"] == 10
     assert json.loads((tmp_path / "config.json").read_text())["name"] == "debug"
     assert len(list_checkpoints(tmp_path)) == 2
@@ -160,7 +161,7 @@ def test_corrupt_checkpoint_is_refused_with_its_name(tmp_path, small_data, debug
     data[-10] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(ckpt.CheckpointError, match="final.safetensors is corrupt"):
-        ckpt.load_model(tmp_path / "final")
+        load_model(tmp_path / "final")
 
 
 def test_incomplete_or_foreign_checkpoints_are_refused(tmp_path):
@@ -277,7 +278,7 @@ def test_unknown_training_config_is_refused_with_the_list():
 def test_every_training_config_builds_its_model():
     for cfg in TRAIN_CONFIGS.values():
         with torch.device("meta"):
-            model = build_model(cfg.model, **cfg.model_kwargs())
+            model = DiT(cfg.dit_config())
         assert model.in_channels == cfg.in_channels and model.num_classes == cfg.num_classes
 
 

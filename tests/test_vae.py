@@ -12,8 +12,9 @@ import torch
 
 from ditlib import vae as vae_lib
 from ditlib.data import FashionMNIST
-from ditlib.vae import (SD_VAE_SCALE_FACTOR, LatentCodec, VAEWeightsNotFound, build_vae, estimate_scale_factor,
-                        get_vae_config, load_sd_vae, load_vae, reconstruction_psnr, save_vae, train_vae)
+from ditlib.vae import (SD_VAE_SCALE_FACTOR, LatentCodec, VAEWeightsNotFound, estimate_scale_factor, load_sd_vae,
+                        load_vae, reconstruction_psnr, save_vae)
+from ditlib.vae_train import build_vae, get_vae_config, train_vae
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "data" / "checkpoints" / "fmnist-vae"
@@ -62,7 +63,7 @@ def test_estimated_scale_factor_gives_unit_variance_latents(tiny_codec):
 
 
 def test_saved_vae_loads_with_its_scale_factor_and_weights_hash(tiny_codec, tmp_path, test_images):
-    meta = {"vae_config": vae_lib._autoencoder_config(tiny_codec.vae), "scale_factor": 2.0, "image_size": 32}
+    meta = {"vae_config": vae_lib.autoencoder_config(tiny_codec.vae), "scale_factor": 2.0, "image_size": 32}
     stem = save_vae(tmp_path / "vae", tiny_codec.vae, meta)
     loaded = load_vae(stem.with_suffix(".json"))
     assert loaded.scale_factor == 2.0 and loaded.latent_shape == (4, 8, 8)
@@ -160,7 +161,7 @@ def test_sd_vae_architecture_from_a_local_folder_gives_32x32x4_latents_at_scale_
 
 def test_the_perceptual_term_matches_features_and_is_off_by_default(test_images):
     """L gains w_P·‖φ(x) − φ(x̂)‖² only when asked; its gradient reaches the decoder, never φ."""
-    from ditlib.vae import vae_loss
+    from ditlib.vae_train import vae_loss
 
     torch.manual_seed(0)
     vae = build_vae("vae-debug", seed=0)

@@ -7,7 +7,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from ditlib import viz  # noqa: E402
+from ditlib.course import viz  # noqa: E402
 from ditlib.diffusion import create_diffusion  # noqa: E402
 from ditlib.models import get_2d_sincos_pos_embed  # noqa: E402
 

@@ -53,14 +53,15 @@ from pathlib import Path
 
 import torch
 
-from ditlib import classroom, viz
 from ditlib.configs import get_config
+from ditlib.course import capstone, viz
 from ditlib.runtime import pick
+from ditlib.runs import export_run
 from ditlib.sample import Pretrained
-from ditlib.train import export_run, train
+from ditlib.train import train
 
 CHECKPOINT = Path("capstone")      # capstone.safetensors + capstone.json, next to this notebook
-print(classroom.capstone_rubric())
+print(capstone.capstone_rubric())
 
 # %% [markdown]
 # ## 1. Your design
@@ -82,11 +83,11 @@ config = get_config("fmnist-latent-DiT-T/2").replace(name="capstone")
 # Check the plan against the budget before spending any CPU time on it:
 
 # %%
-tflops = classroom.planned_tflops(config)
+tflops = capstone.planned_tflops(config)
 space = f"latents of {config.vae}" if config.vae else "pixels"
 print(f"{config.model} with {config.block} blocks on {space}: batch {config.batch_size} × {config.max_steps} steps "
-      f"= {tflops:.0f} of {classroom.CAPSTONE_BUDGET_TFLOPS:g} Tflops, guidance scale {config.sample_cfg_scale}")
-assert tflops <= classroom.CAPSTONE_BUDGET_TFLOPS, "over budget: fewer steps, a smaller batch or model, or a larger patch"
+      f"= {tflops:.0f} of {capstone.CAPSTONE_BUDGET_TFLOPS:g} Tflops, guidance scale {config.sample_cfg_scale}")
+assert tflops <= capstone.CAPSTONE_BUDGET_TFLOPS, "over budget: fewer steps, a smaller batch or model, or a larger patch"
 
 # %% [markdown]
 # ## 2. Train
@@ -111,7 +112,7 @@ else:
 
 # %%
 pretrained = Pretrained.load(str(CHECKPOINT))
-settings = classroom.capstone_settings()
+settings = capstone.capstone_settings()
 labels = torch.arange(10).repeat(2)
 images = pretrained.sample(labels, num_sampling_steps=settings["num_sampling_steps"], sampler="ddim",
                            seed=0, progress=False)                                     # (20, 1, 32, 32)
@@ -124,7 +125,7 @@ viz.show_images(images, nrow=10, titles=viz.class_titles(labels[:10]) + [""] * 1
 # returns your points (in full mode 5 to 15 minutes on 2 CPU cores, seconds on a GPU). Run it yourself to know your score before you submit.
 
 # %% nbgrader={"grade": true, "grade_id": "fid", "locked": true, "points": 10, "schema_version": 3, "solution": false, "task": false}
-report = classroom.grade_capstone(CHECKPOINT)
+report = capstone.grade_capstone(CHECKPOINT)
 display(report)
 report.points
 

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .data import FASHION_MNIST_CLASSES
+from ..data import FASHION_MNIST_CLASSES
 
 
 def _as_numpy_images(images) -> np.ndarray:

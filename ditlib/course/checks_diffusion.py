@@ -1,0 +1,273 @@
+"""Checks of the diffusion lessons 01–04: q_sample, the reparameterization trick, the posterior
+q(x_{t−1} | x_t, x_0) and the latent scale factor (lessons 07 and 08 check q_sample and the posterior again)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .feedback import (Problem, as_tensor, call, exercise, expect_finite, expect_shape, expect_values, is_close, randn,
+                       short_message)
+
+__all__ = ["check_q_sample", "check_reparameterized_sample", "check_posterior_mean_variance",
+           "check_latent_scale_factor"]
+
+
+def _linear_betas(T: int = 1000) -> torch.Tensor:   # DDPM's linear schedule, float64
+    return torch.linspace(1e-4, 0.02, T, dtype=torch.float64)
+
+
+def _short_betas(T: int = 10) -> torch.Tensor:      # a short schedule with large, well-separated values
+    return torch.linspace(0.05, 0.4, T, dtype=torch.float64)
+
+
+_BROADCAST_MSG = ("It looks like ᾱ_t broadcast along the last (width) dimension instead of the batch: reshape "
+                  "alphas_cumprod[t] to (B, 1, 1, 1), e.g. with .view(-1, 1, 1, 1), before multiplying.")
+
+#################################################################################
+#                Lesson 01: q_sample, x_t = √ᾱ_t·x₀ + √(1−ᾱ_t)·ε                #
+#################################################################################
+
+_Q_HINTS = {
+    "broadcast": "alphas_cumprod[t] has shape (B,), so reshape it to (B, 1, 1, 1) to broadcast over the images",
+    "IndexError": "index alphas_cumprod with t itself; valid timesteps are 0 … T−1",
+    "TypeError": "check the signature q_sample(x_start, t, noise, alphas_cumprod) and use torch operations",
+    "default": "check your implementation of x_t = √ᾱ_t·x₀ + √(1−ᾱ_t)·ε",
+}
+
+
+@exercise("q_sample")
+def check_q_sample(fn) -> str:
+    ab_long, ab_short = torch.cumprod(1 - _linear_betas(), 0), torch.cumprod(1 - _short_betas(), 0)
+    cases = [  # (B, C, H, W), t, alphas_cumprod, x dtype, description
+        ((4, 3, 5, 4), [10, 500, 250, 999], ab_long, torch.float32, "a batch of 4 images of shape 3×5×4"),
+        ((1, 1, 6, 6), [0], ab_long, torch.float32, "a batch of 1 at t = 0"),
+        ((2, 4, 4, 6), [999, 0], ab_long.float(), torch.float32, "t = T−1 and t = 0 with float32 alphas_cumprod"),
+        ((3, 2, 3, 3), [1, 5, 9], ab_short, torch.float64, "float64 images"),
+        ((2, 3, 7, 2), [9, 4], ab_short.float(), torch.float32, "a batch of 2 images of width 2"),
+    ]
+    g = torch.Generator().manual_seed(1)
+    for shape, t_list, ab, dtype, case in cases:
+        x, noise, t = randn(g, shape, dtype), randn(g, shape, dtype), torch.tensor(t_list)
+        args = lambda: (x.clone(), t.clone(), noise.clone(), ab.clone())  # noqa: E731
+        out = as_tensor(call(fn, args(), _Q_HINTS))
+        expect_shape(out, shape, hint=" (the same shape as x_start) — reshape ᾱ_t to (B, 1, 1, 1) before multiplying")
+        expect_finite(out)
+        x64, n64, a = x.double(), noise.double(), ab.double()[t].view(-1, 1, 1, 1)
+        wrap = lambda a: a.sqrt() * x64 + (1 - a).sqrt() * n64  # noqa: E731
+        variants = [
+            (a * x64 + (1 - a) * n64, "It looks like you forgot the square roots: the coefficients are √ᾱ_t and "
+                                      "√(1−ᾱ_t), not ᾱ_t and 1−ᾱ_t (DDPM Eq. 4)."),
+            (a * x64 + (1 - a).sqrt() * n64, "Close, but it looks like you used ᾱ_t instead of √ᾱ_t (forgot the "
+                                             "square root): the mean of q(x_t|x_0) is √ᾱ_t·x_0 (DDPM Eq. 4)."),
+            (a.sqrt() * x64 + (1 - a) * n64, "Close, but the noise is scaled by the variance 1−ᾱ_t instead of the "
+                                             "standard deviation √(1−ᾱ_t) — you forgot the square root."),
+            ((1 - a).sqrt() * x64 + a.sqrt() * n64, "The coefficients are swapped: x_0 is scaled by √ᾱ_t and the "
+                                                    "noise by √(1−ᾱ_t), so that x_t ≈ x_0 at small t."),
+            (a.sqrt() * x64 - (1 - a).sqrt() * n64, "Check the sign: x_t = √ᾱ_t·x₀ + √(1−ᾱ_t)·ε adds the noise "
+                                                    "rather than subtracting it."),
+            (wrap(ab.double()[t - 1].view(-1, 1, 1, 1)), "Your ᾱ is off by one timestep: index alphas_cumprod "
+                                                         "with t itself (timesteps are 0-based, alphas_cumprod[t] is ᾱ_t)."),
+            (wrap(ab.double()[(t + 1).clamp(max=len(ab) - 1)].view(-1, 1, 1, 1)),
+             "Your ᾱ is off by one timestep: index alphas_cumprod with t itself (timesteps are 0-based, "
+             "alphas_cumprod[t] is ᾱ_t)."),
+            (wrap(ab.double()[t].view(1, 1, 1, -1)) if shape[3] == shape[0] > 1 else None, _BROADCAST_MSG),
+        ]
+        expect_values(out, wrap(a), variants, atol=1e-5, rtol=1e-4, case=case, formula="√ᾱ_t·x₀ + √(1−ᾱ_t)·ε",
+                      rerun=lambda: as_tensor(call(fn, args(), _Q_HINTS)),
+                      random_msg="Your output changes between two calls with the same inputs — use the `noise` "
+                           "argument instead of drawing new noise with torch.randn.")
+        if out.dtype != x.dtype:
+            raise Problem(f"Your values are right, but the output is {out.dtype} while x_start is {x.dtype} — "
+                          f"cast the coefficients with .to(x_start.dtype) so the output keeps x_start's dtype.")
+    return f"q_sample matches √ᾱ_t·x₀ + √(1−ᾱ_t)·ε on {len(cases)} test cases."
+
+#################################################################################
+#        Lesson 02: the reparameterization trick, x = μ + exp(log σ)·ε          #
+#################################################################################
+
+_R_HINTS = {
+    "TypeError": "check the signature reparameterized_sample(mu, log_sigma, eps) and use torch operations",
+    "default": "compute μ + exp(log_sigma)·ε with tensor operations (no .item() or NumPy) so gradients can flow",
+}
+
+
+@exercise("reparameterized_sample")
+def check_reparameterized_sample(fn) -> str:
+    cases = [((4, 3), torch.float32, "a 4×3 batch"), ((1,), torch.float32, "a single element"),
+             ((2, 3, 5), torch.float64, "float64 inputs of shape 2×3×5")]
+    g = torch.Generator().manual_seed(2)
+    for shape, dtype, case in cases:
+        mu0, eps = randn(g, shape, dtype), randn(g, shape, dtype)
+        ls0 = (torch.rand(shape, generator=g, dtype=torch.float64) * 2.5 - 1.5).to(dtype)
+        mu, ls = mu0.clone().requires_grad_(True), ls0.clone().requires_grad_(True)
+        out = as_tensor(call(fn, (mu, ls, eps.clone()), _R_HINTS))
+        expect_shape(out, shape, hint=" (the shape of mu)")
+        expect_finite(out)
+        m, s, e = mu0.double(), ls0.double(), eps.double()
+        variants = [
+            (m + (2 * s).exp() * e, "It looks like you used the variance σ² = exp(2·log_sigma) instead of the "
+                                    "standard deviation σ = exp(log_sigma): x = μ + σ·ε."),
+            (m + s * e, "You used log_sigma itself as σ — exponentiate it first: σ = exp(log_sigma), x = μ + σ·ε."),
+            (m + (s / 2).exp() * e, "It looks like you treated log_sigma as a log-variance (σ = exp(log_sigma/2)) "
+                                    "— here it is log σ, so σ = exp(log_sigma)."),
+            (m - s.exp() * e, "Check the sign: x = μ + σ·ε adds the scaled noise to the mean."),
+            (s.exp() + m * e, "You swapped the roles of μ and σ: x = μ + σ·ε, with σ = exp(log_sigma)."),
+        ]
+        expect_values(out, m + s.exp() * e, variants, atol=1e-5, rtol=1e-4, case=case, formula="μ + exp(log_sigma)·ε",
+                      rerun=lambda: as_tensor(call(fn, (mu0.clone(), ls0.clone(), eps.clone()), _R_HINTS)),
+                      random_msg="Your output changes between two calls with the same inputs — use the `eps` argument "
+                           "instead of sampling new noise (torch.randn or torch.normal), so that x = μ + σ·ε is "
+                           "a differentiable function of μ and σ.")
+        if not out.requires_grad:
+            raise Problem("Your values are right, but no gradient can flow back to mu and log_sigma — remove "
+                          ".detach(), torch.no_grad(), .item() or NumPy round trips: the point of the trick is "
+                          "that x = μ + σ·ε is differentiable in μ and σ.")
+        try:
+            out.sum().backward()
+        except Exception as e:
+            raise Problem(f"Backpropagating through your output failed ({type(e).__name__}: {short_message(e)}) — "
+                          f"build the output from mu, log_sigma and eps with plain tensor operations.") from None
+        if mu.grad is None or not is_close(mu.grad, torch.ones_like(mu0), 1e-5, 1e-4):
+            raise Problem("Your values are right, but the gradient with respect to mu is missing or wrong "
+                          "(∂x/∂μ should be 1) — make sure mu enters the output directly, without .detach().")
+        if ls.grad is None or not is_close(ls.grad, s.exp() * e, 1e-5, 1e-4):
+            raise Problem("Your values are right, but the gradient with respect to log_sigma is missing or "
+                          "wrong (∂x/∂log σ should be σ·ε) — compute σ = exp(log_sigma) without .detach().")
+    return (f"reparameterized_sample matches μ + exp(log_sigma)·ε and passes gradients to μ and log_sigma "
+            f"on {len(cases)} test cases.")
+
+#################################################################################
+#            Lesson 03: the posterior q(x_{t−1} | x_t, x_0) (DDPM Eq. 6–7)       #
+#################################################################################
+
+_P_HINTS = {
+    "broadcast": "coefficients indexed with t have shape (B,), so reshape them to (B, 1, 1, 1)",
+    "IndexError": "index the schedule arrays with t; valid timesteps are 0 … T−1",
+    "TypeError": "check the signature posterior_mean_variance(x_start, x_t, t, betas) and use torch operations",
+    "default": "check μ̃_t = β_t·√ᾱ_{t−1}/(1−ᾱ_t)·x₀ + (1−ᾱ_{t−1})·√α_t/(1−ᾱ_t)·x_t and β̃_t",
+}
+_MEAN = "β_t·√ᾱ_{t−1}/(1−ᾱ_t)·x₀ + (1−ᾱ_{t−1})·√α_t/(1−ᾱ_t)·x_t"
+_VAR = "β̃_t = β_t·(1−ᾱ_{t−1})/(1−ᾱ_t)"
+
+
+def _posterior(betas, t, x0, xt, prev="shift", sqrt_prev=True, sqrt_alpha=True, view=(-1, 1, 1, 1)):
+    """Mean and variance of q(x_{t−1}|x_t,x_0) in float64; the keyword arguments build known-wrong variants."""
+    b = betas.double()
+    ab = torch.cumprod(1 - b, 0)
+    ab_prev = {"shift": torch.cat([b.new_ones(1), ab[:-1]]), "same": ab, "wrap": ab.roll(1)}[prev]
+    take = lambda v: v[t].view(*view)  # noqa: E731
+    bt, at, abt, abp = take(b), take(1 - b), take(ab), take(ab_prev)
+    c1 = bt * (abp.sqrt() if sqrt_prev else abp) / (1 - abt)
+    c2 = (1 - abp) * (at.sqrt() if sqrt_alpha else at) / (1 - abt)
+    return c1 * x0.double() + c2 * xt.double(), bt * (1 - abp) / (1 - abt), (c1, c2, bt)
+
+
+@exercise("posterior_mean_variance")
+def check_posterior_mean_variance(fn) -> str:
+    cases = [  # (B, C, H, W), t, betas, x dtype, description
+        ((4, 3, 5, 4), [3, 7, 1, 9], _short_betas(), torch.float32, "a batch of 4 images with a 10-step schedule"),
+        ((1, 1, 6, 6), [0], _linear_betas(), torch.float32, "a batch of 1 at t = 0"),
+        ((3, 2, 4, 4), [999, 0, 500], _linear_betas(), torch.float64, "t = T−1, 0 and 500 with float64 images"),
+        ((2, 4, 3, 3), [0, 5], _short_betas(), torch.float32, "t = 0 and 5 with a 10-step schedule"),
+    ]
+    g = torch.Generator().manual_seed(3)
+    for shape, t_list, betas, dtype, case in cases:
+        x0, xt, t = randn(g, shape, dtype), randn(g, shape, dtype), torch.tensor(t_list)
+        out = call(fn, (x0.clone(), xt.clone(), t.clone(), betas.clone()), _P_HINTS)
+        if isinstance(out, (torch.Tensor, np.ndarray)):
+            raise Problem("Your function returned a single array; return the pair `return mean, variance`.")
+        if out is None:
+            as_tensor(out)  # raises the "forgot `return`" message
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            n = (f"{len(out)} value{'s' * (len(out) != 1)}" if isinstance(out, (tuple, list))
+                 else f"a {type(out).__name__}")
+            raise Problem(f"Your function returned {n}; return exactly the pair `return mean, variance`.")
+        mean, var = as_tensor(out[0], "mean"), as_tensor(out[1], "variance")
+        ref_mean, ref_var, (c1, c2, bt) = _posterior(betas, t, x0, xt)
+        expect_shape(mean, shape, name="mean", hint=" (the shape of x_t)")
+        if var.ndim == 1 and var.shape[0] == shape[0]:
+            raise Problem(f"Your variance has shape ({shape[0]},), which does not broadcast against images of shape "
+                          f"{shape} — reshape it to (B, 1, 1, 1), e.g. with .view(-1, 1, 1, 1).")
+        try:
+            ok = var.ndim == 4 and var.shape[0] == shape[0] and torch.broadcast_shapes(var.shape, shape) == shape
+        except RuntimeError:
+            ok = False
+        if not ok:
+            raise Problem(f"Your variance has shape {tuple(var.shape)}; it should be (B, 1, 1, 1) or the shape "
+                          f"of x_t {shape}.")
+        expect_finite(mean, "mean")
+        expect_finite(var, "variance")
+        off_by_one = "Your ᾱ_{t−1} is off by one: use ᾱ_{t−1} (alphas_cumprod_prev = [1, ᾱ_0, …, ᾱ_{T−2}]), not ᾱ_t."
+        wrap = ("At t = 0, ᾱ_{t−1} must be 1, but indexing alphas_cumprod[t − 1] wraps around to the last timestep "
+                "— build alphas_cumprod_prev by prepending 1.0 to alphas_cumprod[:-1].")
+        mean_variants = [
+            (c1 * xt.double() + c2 * x0.double(), "The two coefficients are swapped: β_t·√ᾱ_{t−1}/(1−ᾱ_t) multiplies "
+                                                  "x_0 and (1−ᾱ_{t−1})·√α_t/(1−ᾱ_t) multiplies x_t (DDPM Eq. 7)."),
+            (_posterior(betas, t, x0, xt, prev="same")[0], off_by_one),
+            (_posterior(betas, t, x0, xt, prev="wrap")[0], wrap),
+            (_posterior(betas, t, x0, xt, sqrt_prev=False)[0], "Close, but you forgot the square root on ᾱ_{t−1}: "
+                                                              "the x_0 coefficient is β_t·√ᾱ_{t−1}/(1−ᾱ_t)."),
+            (_posterior(betas, t, x0, xt, sqrt_alpha=False)[0], "Close, but you forgot the square root on α_t: "
+                                                               "the x_t coefficient is (1−ᾱ_{t−1})·√α_t/(1−ᾱ_t)."),
+            (_posterior(betas, t, x0, xt, view=(1, 1, 1, -1))[0] if shape[3] == shape[0] > 1 else None,
+             "It looks like the coefficients broadcast along the last (width) dimension instead of the batch: "
+             "reshape each schedule value indexed with t to (B, 1, 1, 1) before multiplying."),
+        ]
+        expect_values(mean, ref_mean, mean_variants, atol=1e-4, rtol=2e-3, case=case, name="mean", formula=_MEAN)
+        var_variants = [
+            (bt, f"Your variance is β_t (DDPM's 'fixed large' choice), but the posterior variance is {_VAR} (DDPM Eq. 7)."),
+            (ref_var.sqrt(), f"You returned the standard deviation √β̃_t; return the variance {_VAR} itself."),
+            (_posterior(betas, t, x0, xt, prev="wrap")[1], wrap),
+        ]
+        var = var.expand(shape)
+        var_variants = [(v if v is None else v.expand(shape), message) for v, message in var_variants]
+        expect_values(var, ref_var.expand(shape), var_variants, atol=1e-6, rtol=2e-3, case=case, name="variance",
+                      formula=_VAR)
+    return f"posterior_mean_variance matches μ̃_t and β̃_t (DDPM Eq. 7) on {len(cases)} test cases."
+
+#################################################################################
+#              Lesson 04: the latent scale factor, 1 / std(latents)             #
+#################################################################################
+
+_L_HINTS = {"TypeError": "check the signature latent_scale_factor(latents) and use torch operations",
+            "default": "compute 1 / latents.std() over all elements"}
+
+
+@exercise("latent_scale_factor")
+def check_latent_scale_factor(fn) -> str:
+    cases = [((8, 4, 4, 4), 5.0, 0.7, torch.float32, "a batch of 8 latents with std ≈ 5"),
+             ((1, 4, 8, 8), 0.5, -0.2, torch.float32, "a single latent with std ≈ 0.5"),
+             ((3, 4, 5, 7), 1.5, 0.3, torch.float64, "float64 latents of shape 3×4×5×7")]
+    g = torch.Generator().manual_seed(4)
+    for shape, scale, shift, dtype, case in cases:
+        z = randn(g, shape, dtype) * scale + shift
+        out = call(fn, (z.clone(),), _L_HINTS)
+        if out is None:
+            as_tensor(out)  # raises the "forgot `return`" message
+        if isinstance(out, bool) or not isinstance(out, (int, float, np.number, np.ndarray, torch.Tensor)):
+            raise Problem(f"Your function returned a {type(out).__name__}; return one number (a float or a 0-d tensor).")
+        value = torch.as_tensor(np.asarray(out)) if not isinstance(out, torch.Tensor) else out.detach()
+        if value.numel() != 1:
+            raise Problem(f"Your function returned {value.numel()} numbers (shape {tuple(value.shape)}), but the scale "
+                          f"factor should be one number: take the std over all elements (latents.std()), not per channel.")
+        value = float(value.reshape(()))
+        if not math.isfinite(value):
+            raise Problem("Your scale factor is NaN or infinite — compute 1 / latents.std() over all elements.")
+        z64 = z.double()
+        stds = (z64.std(), z64.std(correction=0))
+        near = lambda targets: any(math.isclose(value, float(v), rel_tol=1e-3) for v in targets)  # noqa: E731
+        if near([1 / s for s in stds]):
+            continue
+        if near(stds):
+            raise Problem("You returned the standard deviation itself; the scale factor is its reciprocal, "
+                          "1 / std(latents), so that the scaled latents have unit variance.")
+        if near([1 / s ** 2 for s in stds]):
+            raise Problem("You returned 1 / variance; the scale factor is 1 / std — take the square root of the variance.")
+        if near([1 / z64.pow(2).mean().sqrt()]):
+            raise Problem("It looks like you forgot to subtract the mean: use the standard deviation (latents.std()), "
+                          "not the root mean square.")
+        raise Problem(f"Your scale factor {value:.4g} is not 1 / std(latents) = {1 / float(stds[0]):.4g} on {case} — "
+                      f"compute 1 / latents.std() over all elements.")
+    return f"latent_scale_factor returns 1 / std(latents) on {len(cases)} test cases."

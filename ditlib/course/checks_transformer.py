@@ -1,0 +1,231 @@
+"""Checks of the transformer lessons 05–06: patchify, 1-D sine-cosine embeddings, adaLN's modulate
+and the adaLN-Zero DiT block."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .feedback import as_tensor, call, exercise, expect_finite, expect_shape, expect_values, randn
+
+__all__ = ["check_patchify", "check_sincos_1d", "check_modulate", "check_adaln_zero_block"]
+
+#################################################################################
+#               Lesson 05a: patchify, (N, C, H, W) -> (N, T, p·p·C)              #
+#################################################################################
+
+_PATCH_HINTS = {"broadcast": "split H and W into (H/p, p) and (W/p, p) with reshape before permuting",
+                "TypeError": "check the signature patchify(x, patch_size) and use torch operations",
+                "default": "check your reshape / permute steps"}
+
+
+def _patches(x: torch.Tensor, p: int, tokens: str = "hw", features: str = "pqc") -> torch.Tensor:
+    """Patchify with a given token order (over the grid h, w) and feature order (over p, q, c)."""
+    n, c, H, W = x.shape
+    dims = dict(c=1, h=2, p=3, w=4, q=5)
+    y = x.reshape(n, c, H // p, p, W // p, p).permute(0, *[dims[k] for k in tokens + features])
+    return y.reshape(n, (H // p) * (W // p), p * p * c)
+
+
+@exercise("patchify")
+def check_patchify(fn) -> str:
+    cases = [((2, 3, 8, 8), 2, torch.float32, "2 RGB images of size 8×8 with p = 2"),
+             ((1, 4, 16, 16), 4, torch.float32, "a single 4-channel 16×16 latent with p = 4"),
+             ((3, 4, 8, 8), 4, torch.float64, "float64 latents with p = 4"),
+             ((2, 3, 16, 16), 2, torch.float32, "2 RGB images of size 16×16 with p = 2")]
+    g = torch.Generator().manual_seed(5)
+    for shape, p, dtype, case in cases:
+        x = randn(g, shape, dtype)
+        n, c, H, W = shape
+        T, D = (H // p) * (W // p), p * p * c
+        out = as_tensor(call(fn, (x.clone(), p), _PATCH_HINTS))
+        expect_shape(out, (n, T, D), hint=" = (N, T, p·p·C)", known=[
+            ((n, D, T), f"Your output is transposed: it should be (N, T, p·p·C) = {(n, T, D)}, one row per token."),
+            ((n, H // p, W // p, D), "Flatten the (H/p, W/p) grid into a single token dimension: the output "
+                                     "should be (N, T, p·p·C)."),
+        ])
+        expect_finite(out)
+        variants = [
+            (_patches(x, p, features="cpq"), "Each token's features are in (c, p, q) order; ditlib expects (p, q, c) "
+                                             "— channels last, i.e. 'n c (h p) (w q) -> n (h w) (p q c)', which is "
+                                             "what unpatchify inverts."),
+            (_patches(x, p, features="qpc"), "Inside each patch you swapped rows and columns: features should be "
+                                             "ordered (p, q, c) = (row in the patch, column in the patch, channel)."),
+            (_patches(x, p, tokens="wh"), "Your tokens are in column-major order; ditlib expects row-major order over "
+                                          "the (H/p, W/p) grid, token index = row·(W/p) + col."),
+            (x.reshape(n, T, D), "A plain reshape mixes pixels from different patches — reshape to (N, C, H/p, p, W/p, p), "
+                                 "permute to (N, H/p, W/p, p, p, C), then reshape to (N, T, p·p·C)."),
+        ]
+        expect_values(out, _patches(x, p), variants, atol=1e-6, rtol=0.0, case=case,
+                      formula="rearrange(x, 'n c (h p) (w q) -> n (h w) (p q c)')")
+    return f"patchify matches rearrange 'n c (h p) (w q) -> n (h w) (p q c)' on {len(cases)} test cases."
+
+#################################################################################
+#           Lesson 05b: 1-D sine-cosine positional embeddings (ViT / MAE)        #
+#################################################################################
+
+_S_HINTS = {"TypeError": "check the signature sincos_1d(embed_dim, positions); positions may be a NumPy array or "
+                         "a torch tensor of shape (M,)",
+            "AttributeError": "positions may be a NumPy array or a torch tensor of shape (M,), so convert them "
+                              "first, e.g. with torch.as_tensor(positions)",
+            "default": "check your implementation of [sin(m·ω_k) …, cos(m·ω_k) …] with ω_k = 1/10000^(2k/D)"}
+
+
+def _sincos(D: int, pos: torch.Tensor, omega=None, layout: str = "sin|cos") -> torch.Tensor:
+    k = torch.arange(D // 2, dtype=torch.float64)
+    omega = 1.0 / 10000 ** (2 * k / D) if omega is None else omega
+    arg = pos.double()[:, None] * omega[None, :]
+    s, c = arg.sin(), arg.cos()
+    if layout == "interleaved":
+        return torch.stack([s, c], dim=-1).reshape(len(pos), D)
+    return torch.cat([s, c] if layout == "sin|cos" else [c, s], dim=1)
+
+
+@exercise("sincos_1d")
+def check_sincos_1d(fn) -> str:
+    cases = [(8, np.arange(6, dtype=np.float64), "D = 8 and NumPy positions 0 … 5"),
+             (16, torch.tensor([0.0, 2.5, 7.0, 15.0]), "D = 16 and float32 torch positions"),
+             (4, np.array([3.0]), "a single position"),
+             (32, torch.arange(10, dtype=torch.float64), "D = 32 and torch positions 0 … 9")]
+    for D, positions, case in cases:
+        pos = torch.as_tensor(positions).double()
+        M = len(pos)
+        given = positions.copy() if isinstance(positions, np.ndarray) else positions.clone()
+        out = as_tensor(call(fn, (D, given), _S_HINTS), numpy_ok=True)
+        expect_shape(out, (M, D), hint=" = (M, embed_dim)", known=[
+            ((D, M), f"Your output is transposed: it should be (M, embed_dim) = {(M, D)}, one row per position."),
+            ((M, D // 2), "Your output has only D/2 features: concatenate the D/2 sines and the D/2 cosines."),
+        ])
+        expect_finite(out)
+        k = torch.arange(D // 2, dtype=torch.float64)
+        variants = [
+            (_sincos(D, pos, layout="cos|sin"), "Your halves are swapped: ditlib puts all the sines first, then all "
+                                                "the cosines, [sin(m·ω_k) …, cos(m·ω_k) …]."),
+            (_sincos(D, pos, layout="interleaved"), "You interleaved sin and cos (sin, cos, sin, cos, …); ditlib "
+                                                    "concatenates them: first all D/2 sines, then all D/2 cosines."),
+            (_sincos(D, pos, omega=1.0 / 10000 ** (k / D)), "Your frequencies use the exponent k/D; it should be "
+                                                            "2k/D, ω_k = 1/10000^(2k/D) for k = 0 … D/2−1."),
+            (_sincos(D, pos, omega=10000.0 ** (2 * k / D)), "Your frequencies grow with k; they should shrink, "
+                                                            "ω_k = 1/10000^(2k/D) for k = 0 … D/2−1."),
+        ]
+        expect_values(out, _sincos(D, pos), variants, atol=1e-5, rtol=0.0, case=case,
+                      formula="[sin(m·ω_k) for all k, then cos(m·ω_k) for all k] with ω_k = 1/10000^(2k/D)")
+    return (f"sincos_1d matches [sin(m·ω_k), cos(m·ω_k)] with ω_k = 1/10000^(2k/D) "
+            f"on {len(cases)} test cases.")
+
+#################################################################################
+#        Lesson 06a: adaLN's modulate, x·(1 + γ) + β broadcast over tokens       #
+#################################################################################
+
+_MOD_HINTS = {"broadcast": "shift and scale are (N, D): unsqueeze them to (N, 1, D) so that they broadcast over "
+                           "the T tokens of x (N, T, D)",
+              "TypeError": "check the signature modulate(x, shift, scale) and use torch operations",
+              "default": "compute x·(1 + scale) + shift with scale and shift unsqueezed to (N, 1, D)"}
+
+
+@exercise("modulate")
+def check_modulate(fn) -> str:
+    cases = [((2, 5, 8), torch.float32, "x of shape (2, 5, 8)"),
+             ((3, 3, 4), torch.float32, "a batch of 3 with 3 tokens (N = T)"),
+             ((1, 7, 6), torch.float64, "a single float64 sample with 7 tokens"),
+             ((4, 4, 16), torch.float32, "a batch of 4 with 4 tokens of width 16")]
+    g = torch.Generator().manual_seed(6)
+    for shape, dtype, case in cases:
+        n, T, D = shape
+        x, shift, scale = randn(g, shape, dtype), randn(g, (n, D), dtype), randn(g, (n, D), dtype)
+        out = as_tensor(call(fn, (x.clone(), shift.clone(), scale.clone()), _MOD_HINTS))
+        expect_shape(out, shape, hint=" (the shape of x) — unsqueeze shift and scale to (N, 1, D)")
+        expect_finite(out)
+        x64, b, s = x.double(), shift.double()[:, None], scale.double()[:, None]    # b, s: (N, 1, D)
+        variants = [
+            (x64 * s + b, "It looks like you forgot the 1 +: adaLN scales by (1 + γ), so that γ = 0 (a zero "
+                          "regression output) leaves the normalised x unchanged — x·(1 + scale) + shift."),
+            (x64 * (1 + b) + s, "shift and scale are swapped: the output is x·(1 + scale) + shift, so scale "
+                                "multiplies and shift is added."),
+            ((x64 + b) * (1 + s), "You added the shift before scaling: the order is x·(1 + scale) + shift, "
+                                  "the shift is added last."),
+            (x64 * (1 + scale.double()[None]) + shift.double()[None] if T == n else None,
+             "It looks like shift and scale broadcast along the token dimension instead of the batch: unsqueeze "
+             "them to (N, 1, D), e.g. scale.unsqueeze(1), so every token of sample i gets sample i's shift and scale."),
+        ]
+        expect_values(out, x64 * (1 + s) + b, variants, atol=1e-5, rtol=1e-4, case=case,
+                      formula="x·(1 + scale) + shift with shift, scale unsqueezed to (N, 1, D)")
+    return f"modulate matches x·(1 + scale) + shift, broadcast over tokens, on {len(cases)} test cases."
+
+#################################################################################
+#             Lesson 06b: the adaLN-Zero DiT block's forward (§3.2)              #
+#################################################################################
+
+_BLOCK_HINTS = {"broadcast": "the six modulation vectors are (N, D): unsqueeze them to (N, 1, D) to broadcast over "
+                             "the tokens (modulate does it for shift and scale; do it for the gates too)",
+                "AttributeError": "use the block's submodules norm1, attn, norm2, mlp and adaLN_modulation",
+                "TypeError": "check the signature adaln_zero_block_forward(block, x, c)",
+                "default": "split block.adaLN_modulation(c) into six (N, D) chunks and build the two gated "
+                           "residual branches"}
+
+
+def _random_dit_block(g: torch.Generator, hidden_size: int, num_heads: int, dtype) -> torch.nn.Module:
+    """A DiTBlock with every weight drawn from `g` (non-zero modulation, so the gates matter)."""
+    from ..models import DiTBlock
+
+    with torch.random.fork_rng(devices=[]):            # nn.Linear's own init must not touch the global RNG
+        block = DiTBlock(hidden_size, num_heads, mlp_ratio=2.0)
+    with torch.no_grad():
+        for p in block.parameters():
+            p.copy_(randn(g, p.shape) * (0.5 / math.sqrt(p.shape[-1])) + (0.1 if p.ndim == 1 else 0.0))
+    return block.to(dtype).eval()
+
+
+def _block_variant(block, x, c, order=("shift", "scale", "gate"), gates="branch", fresh_norm=True):
+    """The adaLN-Zero block with a mistake: chunk `order`, `gates` in {"branch", "none", "stream", "both"},
+    or (fresh_norm=False) the MLP branch reusing the first normalisation of x."""
+    from ..models import modulate
+
+    chunks = block.adaLN_modulation(c).chunk(6, dim=1)
+    msa = dict(zip(order, chunks[:3]))
+    mlp = dict(zip(order, chunks[3:]))
+    h0 = block.norm1(x)
+
+    def branch(x, mod, layer, h):
+        out = layer(modulate(h, mod["shift"], mod["scale"]))
+        gate = mod["gate"].unsqueeze(1)
+        return {"branch": x + gate * out, "none": x + out, "stream": gate * x + out, "both": gate * (x + out)}[gates]
+
+    x = branch(x, msa, block.attn, h0)
+    return branch(x, mlp, block.mlp, block.norm2(x) if fresh_norm else h0)
+
+
+@exercise("adaln_zero_block")
+def check_adaln_zero_block(fn) -> str:
+    cases = [(2, 5, 16, 2, torch.float32, "a batch of 2 with 5 tokens of width 16"),
+             (1, 4, 8, 2, torch.float32, "a single sample with 4 tokens"),
+             (3, 6, 12, 3, torch.float64, "float64 inputs, 3 samples, 6 tokens, 3 heads")]
+    g = torch.Generator().manual_seed(7)
+    for n, T, D, heads, dtype, case in cases:
+        block = _random_dit_block(g, D, heads, dtype)
+        x, c = randn(g, (n, T, D), dtype), randn(g, (n, D), dtype)
+        with torch.no_grad():
+            out = as_tensor(call(fn, (block, x.clone(), c.clone()), _BLOCK_HINTS))
+            expect_shape(out, (n, T, D), hint=" (the shape of x)")
+            expect_finite(out)
+            ref = block(x, c)
+            variants = [
+                (_block_variant(block, x, c, gates="none"), "It looks like you left out the gates α: each branch "
+                 "is multiplied by its gate before the residual add, x + gate.unsqueeze(1)·branch (that is the "
+                 "'Zero' of adaLN-Zero)."),
+                (_block_variant(block, x, c, gates="stream"), "The gate multiplies the residual stream; it should "
+                 "multiply the branch output: x + gate·attn(modulate(norm1(x), shift, scale))."),
+                (_block_variant(block, x, c, gates="both"), "The gate multiplies the sum x + branch; it should "
+                 "multiply the branch output only: x + gate·attn(modulate(norm1(x), shift, scale))."),
+                (_block_variant(block, x, c, order=("scale", "shift", "gate")), "Your chunks are in the wrong "
+                 "order: adaLN_modulation(c).chunk(6, dim=1) gives (shift, scale, gate) for attention, then "
+                 "(shift, scale, gate) for the MLP."),
+                (_block_variant(block, x, c, order=("gate", "shift", "scale")), "Your chunks are in the wrong "
+                 "order: the gate comes last, (shift, scale, gate) for attention, then the same for the MLP."),
+                (_block_variant(block, x, c, fresh_norm=False), "The MLP branch reuses norm1(x) from before the "
+                 "attention update: normalise the updated x again with norm2(x) after the first residual add."),
+            ]
+            expect_values(out, ref, variants, atol=1e-4, rtol=1e-4, case=case,
+                          formula="x + α1·attn(modulate(norm1(x), β1, γ1)), then x + α2·mlp(modulate(norm2(x), β2, γ2))")
+    return f"adaln_zero_block_forward matches ditlib's DiTBlock with random modulation weights on {len(cases)} test cases."

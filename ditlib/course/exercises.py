@@ -1,0 +1,22 @@
+"""Self-checks for the course's notebook exercises, all in one namespace for the lessons.
+
+A learner implements a function in a notebook and calls its check, e.g.
+``exercises.check_q_sample(q_sample)``; ``display(feedback)`` shows a green ✓ or red ✗ box with one
+friendly sentence, and ``exercises.require(feedback)`` turns a failure into an ``AssertionError``
+(the hidden tests of the autograder). ``CHECKS`` maps each exercise name to its check.
+
+The checks live in ``checks_diffusion`` (lessons 01–04), ``checks_transformer`` (05–06) and
+``checks_scaling`` (09–11); what they share, and the contract every check keeps, in ``feedback``.
+"""
+from __future__ import annotations
+
+from .feedback import CHECKS, Feedback, require
+# In lesson order, so that CHECKS (filled as each check is defined) lists the exercises in that order too.
+from .checks_diffusion import (check_latent_scale_factor, check_posterior_mean_variance, check_q_sample,
+                               check_reparameterized_sample)
+from .checks_transformer import check_adaln_zero_block, check_modulate, check_patchify, check_sincos_1d
+from .checks_scaling import check_cfg, check_extrapolate_fid, check_static_memory_gb
+
+__all__ = ["Feedback", "require", "CHECKS", "check_q_sample", "check_reparameterized_sample",
+           "check_posterior_mean_variance", "check_latent_scale_factor", "check_patchify", "check_sincos_1d",
+           "check_modulate", "check_adaln_zero_block", "check_cfg", "check_extrapolate_fid", "check_static_memory_gb"]
