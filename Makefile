@@ -1,6 +1,7 @@
-# Diffusion Transformers from scratch — the two commands:
+# Diffusion Transformers from scratch — the two commands, and the book:
 #   make lab    set up .venv (first time only) and open JupyterLab on notebooks/
 #   make test   set up .venv (first time only) and run every test
+#   make book   the static course book, build/book/index.html, from the committed lessons (nothing is executed)
 # For instructors (INSTRUCTORS.md):
 #   make student                      the students' notebooks, built by nbgrader, in release/
 #   make autograde SUBMISSIONS=dir    grade dir/STUDENT/.../ASSIGNMENT.ipynb with nbgrader into grades.csv
@@ -9,24 +10,29 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: lab test venv clean-venv notebooks sync student autograde
+.PHONY: lab test book venv clean-venv notebooks sync student autograde
 
 venv: $(STAMP)
 
 # Re-installs only when pyproject.toml changes; a second run installs nothing new.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[course,dev]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[course,dev,book]"
 	@touch $(STAMP)
 
 # JupyterLab refuses to run as root without --allow-root (containers, CI images).
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 lab: venv
-	$(BIN)/jupyter lab notebooks/ $(ALLOW_ROOT)
+	$(BIN)/jupyter lab --config=.jupyter-course/jupyter_server_config.py notebooks/ $(ALLOW_ROOT)
 
 test: venv
 	$(BIN)/python -m pytest
+
+# The lessons and the capstone as a static site, with their committed outputs and figures (mkdocs.yml;
+# mkdocs-jupyter with execute: false, so no kernel starts). Open build/book/index.html.
+book: venv
+	$(BIN)/mkdocs build --strict --site-dir build/book
 
 # Lessons: notebooks/NN_*.py (py:percent) and notebooks/NN_*.ipynb are a jupytext pair; so are the
 # projects assignments/NAME/NAME.py and .ipynb (the capstone).

@@ -31,7 +31,7 @@
 # 3. know how the lessons, the `ditlib` library and quick mode fit together.
 
 # %% [markdown]
-# ## A trained DiT, in under a minute
+# ## A trained DiT, in seconds
 #
 # `data/checkpoints/` ships a small latent DiT (`DiT-T/2`: 6 blocks, width 192, patch 2, on the
 # 8×8×4 latents of a small VAE): the course's default model, trained for 6,000 steps on Fashion-MNIST with
@@ -65,7 +65,7 @@ per_class = pick(full=4, quick=1)                  # quick mode: one image per c
 steps = pick(full=250, quick=25)
 labels = torch.arange(10).repeat_interleave(per_class)
 start = time.perf_counter()
-images = pipeline.sample(labels, num_sampling_steps=steps, cfg_scale=1.5, seed=0)     # (N, 1, 32, 32) in [-1, 1]
+images = pipeline.sample(labels, num_sampling_steps=steps, cfg_scale=1.5, seed=0, progress=False)   # (N, 1, 32, 32)
 print(f"{len(labels)} images, {steps} denoising steps each, in {time.perf_counter() - start:.1f} s")
 viz.show_images(images.reshape(10, per_class, 1, 32, 32).transpose(0, 1).reshape(-1, 1, 32, 32),
                 nrow=10, titles=viz.class_titles(torch.arange(10)) + [""] * (len(labels) - 10));
@@ -120,7 +120,7 @@ viz.show_images(strip, nrow=len(snapshots), title="the model's guess of the clea
 #
 # ```
 # python -m ditlib configs                       # every model config with params and Gflops
-# python -m ditlib train                         # the default small model (about 26 min on 2 cores)
+# python -m ditlib train                         # the default small model (13–27 min on 2 cores: README)
 # python -m ditlib sample --ckpt data/checkpoints/fmnist-latent-DiT-T-2 --out samples.png
 # ```
 #
@@ -136,11 +136,13 @@ print("quick mode is", "ON" if quick_mode() else "off")
 # %% [markdown]
 # ## Exercises and checks
 #
-# Lessons 01–05 each end with one or two exercises: you write a short function between
-# `### BEGIN SOLUTION` and `### END SOLUTION` (an instructor's student copy has those lines replaced
-# by `raise NotImplementedError()`), then run the check cell under it. A check tries your function on
-# several inputs and answers in one sentence: either a confirmation or what looks wrong
-# ("forgot the square root", "wrong broadcasting").
+# Every lesson from 01 to 11 ends with exercises, and from lesson 03 on they are the algorithms themselves:
+# the DDPM sampling loop (03), the whole DiT forward pass (06), the training step (07), respacing and the DDIM
+# step (08), the guided forward pass (09), the Fréchet distance (10). You write a function between
+# `### BEGIN SOLUTION` and `### END SOLUTION` (an instructor's student copy has those lines replaced by
+# `raise NotImplementedError()`), then run the check cell under it. A check tries your function on several
+# inputs and answers in one sentence: either a confirmation or what looks wrong ("forgot the square root",
+# "the EMA was updated before the optimiser step", "the Σ channels were guided too").
 #
 # ## Summary and next
 #

@@ -192,9 +192,16 @@ print("Eq. 11 = posterior mean of x̂_0(ε̂), for the true ε and for a guess, 
 # %% [markdown]
 # ### Why predict ε and not x_0?
 #
-# The two are interchangeable on paper, but errors travel differently. An error δ in ε̂ moves the guess
-# of the clean image by √(1/ᾱ_t − 1)·δ, and the mean of the reverse step by only
-# β_t / √(α_t (1 − ᾱ_t))·δ:
+# On paper the targets are interchangeable: given x_t, any one of ε, x_0 and μ̃_t gives the other two, so
+# a network could be trained to output any of them. DDPM and DiT predict ε, for three reasons.
+#
+# **1. One scale for every t.** The target ε ~ N(0, I) has unit variance at every noise level, and the
+# input x_t keeps a bounded variance too (lesson 01). So one network with one unweighted loss serves all
+# 1,000 timesteps. The other targets change scale with t. x_0 is nearly given away at t = 1 and nearly
+# unguessable at t = T. μ̃_t is mostly x_t/√α_t; the part left for the network,
+# β_t/(√α_t √(1 − ᾱ_t))·ε, is 0.6–2% of ε. The conversion factors show it. An error δ in ε̂ is an error
+# √(1/ᾱ_t − 1)·δ in x̂_0 and β_t / √(α_t (1 − ᾱ_t))·δ in the step's mean. So a plain MSE on x_0, or on
+# μ, is the ε-MSE reweighted by the squares of these factors:
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -204,9 +211,12 @@ for step in (0, 10, 100, 500, 999):
     print(f"t = {step:3d}:  δ in ε moves x̂_0 by {to_x0:8.3f}·δ   and the step's mean by {to_mean:.4f}·δ")
 
 # %% [markdown]
-# Near t = T the guess of x_0 is hopeless (an error of 0.1 in ε becomes 16 in x̂_0), yet the step
-# itself moves by at most 2% of the error: each step takes only a small, safe bite. Here are the
-# x̂_0 of the imperfect guess above (ε off by 0.1 per pixel), clipped to [−1, 1] as the sampler does:
+# Squared, the x̂_0 factor runs from 10⁻⁴ at t = 0 to 2.5·10⁴ at t = 999. An x_0 loss would put
+# nearly all its weight on the noisiest steps, where no network can recover the image (an error of 0.1
+# in ε is 16 in x̂_0 at t = 999), and almost none on the nearly clean ones. The mean's factor is tiny
+# everywhere (at most 0.02, so 4·10⁻⁴ squared) and still moves threefold across t. DDPM tried x_0 too,
+# and found it gave worse samples (Ho et al. 2020, §3.2). Here are the x̂_0 of the imperfect guess above
+# (ε off by 0.1 per pixel), clipped to [−1, 1] as the sampler does:
 
 # %%
 x0_guess = diffusion.predict_xstart_from_eps(x_t, t, eps_guess).clamp(-1, 1)
@@ -214,6 +224,25 @@ viz.show_images(torch.cat([x_t, x0_guess]), nrow=5,
                 titles=[f"x_t, t = {s}" for s in t.tolist()] + ["x̂_0 from ε̂"] * 5);
 
 # %% [markdown]
+# The same small error in ε̂ is invisible in x̂_0 at t = 1 and 10, adds visible noise at t = 500, and
+# leaves nothing of the image at t = 999: measured as x_0, one ε-sized mistake changes size by four
+# orders of magnitude across t.
+#
+# **2. ε is the score, up to a scale.** The noising kernel q(x_t | x_0) = N(√ᾱ_t x_0, (1 − ᾱ_t) I) has
+# ∇ log q(x_t | x_0) = −(x_t − √ᾱ_t x_0)/(1 − ᾱ_t) = −ε/√(1 − ᾱ_t). Regressing on ε is therefore
+# denoising score matching (Vincent 2011). Its best solution, the average ε given x_t, is the score of
+# the noisy data distribution p_t, times a constant:
+#
+# $$\varepsilon_\theta(x_t, t) = -\sqrt{1-\bar\alpha_t}\;\nabla_{x_t}\log p_t(x_t).$$
+#
+# That links DDPM to the score-based models of Song & Ermon (2019). It is also what guidance works on
+# (lesson 09): adding log-probabilities adds scores, so classifier-free guidance mixes two ε predictions.
+#
+# **3. It trained best.** DDPM ablated this very choice (Ho et al. 2020, Table 2, CIFAR-10). Predicting ε
+# with the simple unweighted loss gave the best FID of the table, 3.17. Predicting μ̃ worked only with
+# the true variational bound; with the unweighted MSE it did not train (the table marks it unstable).
+# DiT keeps ε and this loss (§3.1), plus the bound's term for the learned Σ of lesson 03.
+#
 # ## 4. The same trick inside the VAE
 #
 # DiT does not denoise pixels: it denoises the latents of a VAE (DiT §3.1, lesson 04). The VAE encoder
@@ -321,7 +350,8 @@ print("autograd agrees with the chain rule: ∂L/∂μ = 2(x − y),  ∂L/∂lo
 # - With it, parameters can be fitted by gradient descent through samples (here: a 1-D Gaussian by a
 #   sorted-sample, Wasserstein-style loss).
 # - DiT's forward process is this trick, and "predict the noise" reparameterizes the reverse mean:
-#   μ_θ = (x_t − β_t/√(1 − ᾱ_t)·ε_θ)/√α_t (DDPM Eq. 11). Errors in ε̂ barely move a single step.
+#   μ_θ = (x_t − β_t/√(1 − ᾱ_t)·ε_θ)/√α_t (DDPM Eq. 11). ε is the better target: unit variance at
+#   every t, the score up to a scale, and the best FID in DDPM's ablation.
 # - The VAE encoder samples its latents the same way, z = mean + std·ε; for the shipped VAE the std is
 #   so small that a latent is essentially its mean.
 #

@@ -39,7 +39,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ditlib.course import exercises, viz
+from ditlib.course import exercises, viz, widgets
 from ditlib.data import DATA_DIR, FashionMNIST
 from ditlib.diffusion import create_diffusion, mean_flat, normal_kl
 from ditlib.models import DiT
@@ -131,10 +131,24 @@ fig.axes[0].set_xscale("log");
 # ## 2. From the bound to L_simple
 #
 # The model's reverse step is p_θ(x_{t−1} | x_t) = N(μ_θ(x_t, t), Σ_θ(x_t, t)). Training maximises a
-# variational lower bound on log p(x_0); DiT §3.1 writes the loss as
+# variational lower bound on log p(x_0). Where the bound comes from, in three lines (DDPM Appendix A). Jensen's
+# inequality with q(x_{1:T} | x_0) as the proposal gives
+#
+# $$\log p_\theta(x_0) \ge \mathbb E_q\Big[\log \frac{p_\theta(x_{0:T})}{q(x_{1:T}\mid x_0)}\Big]
+#   = \mathbb E_q\Big[\log p(x_T) + \sum_{t\ge1} \log \frac{p_\theta(x_{t-1}\mid x_t)}{q(x_t\mid x_{t-1})}\Big].$$
+#
+# For t ≥ 2 rewrite each forward step with Bayes' rule, conditioned on x_0 (the Markov chain allows it):
+# q(x_t | x_{t−1}) = q(x_{t−1} | x_t, x_0)·q(x_t | x_0)/q(x_{t−1} | x_0). The ratios q(x_t | x_0)/q(x_{t−1} | x_0)
+# telescope to q(x_T | x_0)/q(x_1 | x_0), and what is left is, with the sign flipped to make a loss,
+#
+# $$-\text{bound} = \underbrace{D_{KL}\big(q(x_T\mid x_0)\,\|\,p(x_T)\big)}_{\text{no }\theta}
+#   + \sum_{t\ge2} D_{KL}\big(q(x_{t-1}\mid x_t, x_0)\,\|\,p_\theta(x_{t-1}\mid x_t)\big) - \log p_\theta(x_0\mid x_1).$$
+#
+# The first term has no parameters, so the loss DiT writes (§3.1) is the other two:
 #
 # $$\mathcal L(\theta) = -\log p_\theta(x_0\mid x_1) + \sum_t D_{KL}\big(q(x_{t-1}\mid x_t, x_0)\,\|\,p_\theta(x_{t-1}\mid x_t)\big).$$
 #
+# Every KL compares the model's step with the posterior of section 1, the step it should take if it knew x_0.
 # Each KL compares two Gaussians. With a fixed variance σ_t² on both sides it is
 # ‖μ̃_t − μ_θ‖² / (2σ_t²) plus a constant, and with the ε-form of both means (lesson 02, DDPM Eqs. 10–11)
 # the means differ by β_t / (√α_t √(1 − ᾱ_t))·(ε_θ − ε). So each term is a weighted noise error
@@ -175,12 +189,14 @@ for step, w in zip(t.tolist(), weight.tolist()):
 #
 # L_simple has no Σ in it. DDPM fixed Σ_θ = σ_t² I, with σ_t² = β_t (the best choice if the data were
 # N(0, I)) or σ_t² = β̃_t (the best choice if the data were a single image): two extremes. Improved DDPM
-# lets the network choose per pixel: it outputs v and interpolates *in the log domain* (Eq. 15):
+# lets the network choose per pixel: it outputs an interpolation weight v ∈ [0, 1] and interpolates *in the
+# log domain* (Eq. 15):
 #
 # $$\Sigma_\theta(x_t, t) = \exp\big(v\,\log\beta_t + (1-v)\,\log\tilde\beta_t\big).$$
 #
-# DiT does the same: its last layer outputs 2C channels, ε_θ in the first C and v in the other C (the raw
-# output lies roughly in [−1, 1] and is mapped to (v + 1)/2 ∈ [0, 1]). How far apart are the two ends?
+# DiT does the same: its last layer outputs 2C channels, ε_θ in the first C and, in the other C, a raw value
+# r that lies roughly in [−1, 1] and is mapped to the weight v = (r + 1)/2 ∈ [0, 1]. (Two symbols on purpose:
+# r is what the network outputs, v what Eq. 15 uses.) How far apart are the two ends?
 
 # %%
 fig, (ax_log, ax_ratio) = plt.subplots(1, 2, figsize=(10, 3.2))
@@ -201,7 +217,7 @@ for step in (1, 2, 5, 10, 50, 100, 500, 999):
 # The two ends differ by a factor of 2.2 at t = 1, by 4% at t = 50 and by less than 1% after t = 200
 # (Improved DDPM Fig. 1 makes the same comparison). So Σ only matters for the first few dozen steps,
 # which is also where most of the log-likelihood is decided (Improved DDPM Fig. 2). A narrow range in
-# log space is also why v is easy to learn.
+# log space is also why the weight v is easy to learn.
 #
 # Σ is trained by the full bound L_vlb; its gradient is not allowed to reach ε_θ (a stop-gradient), so
 # ε is trained by L_simple alone. Improved DDPM's *hybrid loss* is L_simple + λ·L_vlb with λ = 0.001 (Eq. 16).
@@ -219,7 +235,7 @@ model, meta = load_model(DATA_DIR / "checkpoints" / "fmnist-DiT-T-4")     # EMA 
 config = meta["model_config"]
 print(f"{meta['train_config']['model']}: {config['depth']} blocks, width {config['hidden_size']}, "
       f"patch {config['patch_size']}, {config['in_channels']} channel in, "
-      f"{model.out_channels} out (ε and v), {meta['step']} training steps")
+      f"{model.out_channels} out (ε and r), {meta['step']} training steps")
 
 # %% [markdown]
 # `diffusion.training_losses` returns three numbers per image: `mse` (L_simple), `vb` (one term of the
@@ -231,19 +247,20 @@ noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(3))
 with torch.no_grad():
     losses = diffusion.training_losses(model, images, t, model_kwargs={"y": labels}, noise=noise)
     x_t = diffusion.q_sample(images, t, noise)
-    eps_theta, v = model(x_t, t, labels).split(1, dim=1)                 # (5, 1, 32, 32) each
+    eps_theta, r = model(x_t, t, labels).split(1, dim=1)                 # (5, 1, 32, 32) each: ε_θ and raw r
 mse = (noise - eps_theta).square().mean(dim=(1, 2, 3))                    # L_simple, per image
 assert torch.allclose(mse, losses["mse"], atol=1e-6)
 print("L_simple by hand matches training_losses(...)['mse']")
 
 # %% [markdown]
 # And the `vb` term: the KL between the true posterior and the model's Gaussian, whose mean comes from
-# ε_θ (lesson 02) and whose log-variance comes from v (Eq. 15), converted from nats to bits:
+# ε_θ (lesson 02) and whose log-variance comes from the raw output r through v = (r + 1)/2 (Eq. 15), converted
+# from nats to bits:
 
 # %%
 true_mean, _, true_log_var = diffusion.q_posterior_mean_variance(images, x_t, t)
 model_mean = diffusion.q_posterior_mean_variance(diffusion.predict_xstart_from_eps(x_t, t, eps_theta), x_t, t)[0]
-frac = (v + 1) / 2                                                        # v ∈ [−1, 1] → [0, 1]
+frac = (r + 1) / 2                                                        # the weight v = (r + 1)/2 ∈ [0, 1]
 log_beta = diffusion.betas[t].log().float().view(-1, 1, 1, 1)
 log_beta_tilde = diffusion.posterior_variance[t].log().float().view(-1, 1, 1, 1)
 model_log_var = frac * log_beta + (1 - frac) * log_beta_tilde             # Improved DDPM Eq. 15
@@ -260,7 +277,7 @@ for row in zip(t.tolist(), mse.tolist(), vb.tolist()):
 # ## 5. What training bought: trained vs untrained, t by t
 #
 # An untrained DiT of the same configuration outputs exactly zero (its last layer starts at zero; lesson
-# 06 explains why): it predicts ε = 0 and v = 0, the geometric mean of β_t and β̃_t. Its mse is therefore
+# 06 explains why): it predicts ε = 0 and r = 0, i.e. v = 1/2, the geometric mean of β_t and β̃_t. Its mse is therefore
 # E[ε²] = 1 at every t. Measure both models on the same images and noise at several t:
 
 # %%
@@ -302,10 +319,10 @@ for ax, key, title in zip(axes, ("mse", "vb"), ("L_simple: ‖ε − ε_θ‖² 
 # Generation runs the learned reverse process (DDPM Algorithm 2, with learned Σ): x_T ~ N(0, I), then
 # for each step
 #
-# 1. run the model: ε_θ and v;
+# 1. run the model: ε_θ and the raw variance output r;
 # 2. estimate the clean image x̂_0 = (x_t − √(1 − ᾱ_t) ε_θ)/√ᾱ_t and clip it to [−1, 1] (pixels live there);
 # 3. take the posterior mean μ̃_t(x̂_0, x_t) from section 1;
-# 4. take the variance from v (section 3);
+# 4. take the variance from v = (r + 1)/2 (section 3);
 # 5. x_{t−1} = μ̃_t + σ_t z with z ~ N(0, I), except at the last step, where no noise is added.
 #
 # **Respacing.** 1000 model calls per image is slow; DiT samples with 250. `create_diffusion("50")` keeps
@@ -343,11 +360,11 @@ with torch.no_grad():
         if i in snapshots:
             trajectory.append(x)
             titles.append(f"t = {sampler.timestep_map[i].item()}")
-        eps, v = model(x, sampler.timestep_map[torch.full((len(y),), i)], y).split(1, dim=1)
+        eps, r = model(x, sampler.timestep_map[torch.full((len(y),), i)], y).split(1, dim=1)
         x0_hat = (math.sqrt(1 / a_bar[i]) * x - math.sqrt(1 / a_bar[i] - 1) * eps).clamp(-1, 1)
         mean = (b[i] * math.sqrt(a_bar_prev[i]) / (1 - a_bar[i]) * x0_hat
                 + (1 - a_bar_prev[i]) * math.sqrt(1 - b[i]) / (1 - a_bar[i]) * x)
-        frac = (v + 1) / 2
+        frac = (r + 1) / 2                                               # v of Eq. 15
         log_var = frac * math.log(b[i]) + (1 - frac) * log_post_var[i]
         z = torch.randn(x.shape, generator=gen)
         x = mean + torch.exp(0.5 * log_var) * z if i > 0 else mean
@@ -377,11 +394,19 @@ viz.show_images(strip, nrow=len(trajectory), titles=titles + [""] * (len(strip) 
                 title="x_t along the hand-written sampler");
 
 # %% [markdown]
+# The same run, one point of the chain at a time: drag the slider from x_T (0%) to the sample (100%).
+
+# %%
+widgets.trajectory_scrubber({"hand-written sampler": trajectory}, what="x_t")
+
+# %% [markdown]
 # Rows are T-shirt, trouser, sandal, sneaker and ankle boot, the classes in `y`. To our eyes x_t is
 # noise for the first half of the run; the shapes appear in the second half and the last steps sharpen
-# them. This pixel model is small and trained for half an hour on a CPU, so its samples are rough:
-# the classes are recognisable, the details are not. More steps (the paper uses 250) and classifier-free
-# guidance (lesson 09) both help. In quick mode there are only 10 steps and the samples are rougher still.
+# them. This pixel model is small (the 3,500-step pixel DiT-T/4, not the course's latent default) and this
+# chain is short and unguided, and it shows: the T-shirt and the trousers come out recognisable, but the
+# sandal is a bright horizontal bar, the sneaker faint and the ankle boot blocky. More steps (the paper uses
+# 250) and classifier-free guidance (lesson 09) both help, and the latent model of lessons 07–09 draws all ten
+# classes far better. In quick mode there are only 10 steps and the samples are rougher still.
 #
 # ## 7. Exercise: implement `posterior_mean_variance`
 #
@@ -439,18 +464,73 @@ assert torch.allclose(variance.expand_as(ref_variance).float(), ref_variance.flo
 print("posterior_mean_variance matches ditlib.diffusion.GaussianDiffusion.q_posterior_mean_variance")
 
 # %% [markdown]
+# ## 8. Exercise: the sampling loop
+#
+# Section 6 wrote every quantity of the reverse step out; `ditlib` gathers them in one call,
+# `diffusion.p_mean_variance(model, x, t, model_kwargs={"y": y})`, which returns the step's `"mean"` and
+# `"log_variance"` (and the `"pred_xstart"` it went through). Write the whole chain with it,
+# `sample_loop(diffusion, model, x_T, y, noises)` (DDPM Algorithm 2):
+#
+# - `x_T`: (B, C, H, W) noise to start from; `y`: (B,) labels;
+# - `noises`: a (T, B, C, H, W) tensor; `noises[i]` is the z of the step at timestep i (T =
+#   `diffusion.num_timesteps`, the respaced count; the diffusion maps i to the model's timestep itself);
+# - for i = T − 1 down to 0: `t = torch.full((B,), i, dtype=torch.long)`, then x ← mean + σ·z with
+#   σ = exp(½·log_variance), and no noise at the last step (i = 0);
+# - return the final x (pass `clip_denoised=False`, or leave the default: the check accepts both).
+#
+# The check runs your loop on a tiny model and names the usual slips: noise added at t = 0, the loop run
+# upwards, the variance used where the standard deviation belongs, no noise at all, x̂_0 returned instead of x.
+
+# %% nbgrader={"grade": false, "grade_id": "sample_loop", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def sample_loop(diffusion, model, x_T, y, noises):
+    ### BEGIN SOLUTION
+    x = x_T
+    for i in reversed(range(diffusion.num_timesteps)):                    # T − 1, …, 0
+        t = torch.full((x.shape[0],), i, dtype=torch.long)
+        out = diffusion.p_mean_variance(model, x, t, clip_denoised=False, model_kwargs={"y": y})
+        x = out["mean"] + (i > 0) * torch.exp(0.5 * out["log_variance"]) * noises[i]
+    return x
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "check_sample_loop", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+# NBVAL_CHECK_OUTPUT
+feedback = exercises.check_ddpm_sampling_loop(sample_loop)
+display(feedback)
+### BEGIN HIDDEN TESTS
+exercises.require(feedback);
+### END HIDDEN TESTS
+
+# %% [markdown]
+# Your loop on the pretrained model, with the noise drawn in `ditlib`'s order (x_T, then one z per step from
+# i = T − 1 down), gives the images of `p_sample_loop`:
+
+# %%
+gen = torch.Generator().manual_seed(0)
+x_T = torch.randn(len(y), 1, 32, 32, generator=gen)
+state = gen.get_state()
+zs = [torch.randn(x_T.shape, generator=gen) for _ in range(num_steps)]   # drawn at i = T−1, …, 0
+with torch.no_grad():
+    yours = sample_loop(sampler, model, x_T, y, torch.stack(zs[::-1]))    # noises[i]: the z of step i
+    gen.set_state(state)
+    reference = sampler.p_sample_loop(model, x_T.shape, noise=x_T, clip_denoised=False, model_kwargs={"y": y},
+                                      generator=gen)
+assert torch.allclose(yours, reference, atol=1e-5)
+print(f"sample_loop = p_sample_loop (largest difference {(yours - reference).abs().max():.1e})")
+
+# %% [markdown]
 # ## Summary
 #
 # - Given x_0, the reverse step is Gaussian: q(x_{t−1} | x_t, x_0) = N(μ̃_t, β̃_t I) with μ̃_t a blend of
 #   x_0 and x_t and β̃_t = β_t(1 − ᾱ_{t−1})/(1 − ᾱ_t) (DDPM Eqs. 6–7).
 # - Each term of the variational bound is a weighted ‖ε − ε_θ‖²; dropping the weights gives L_simple,
 #   the loss DiT trains its noise prediction with.
-# - DiT also outputs v and learns Σ_θ = exp(v log β_t + (1 − v) log β̃_t) through the bound, with ε held
+# - DiT also outputs r, v = (r + 1)/2, and learns Σ_θ = exp(v log β_t + (1 − v) log β̃_t) through the bound, with ε held
 #   fixed there: loss = mse + vb. The two ends differ only in the first few dozen steps.
 # - A sampler is a short loop: ε_θ → x̂_0 (clipped) → μ̃_t → + σ_t z. Respacing keeps ᾱ at fewer steps and
 #   calls the model with the original timesteps.
 #
-# **More to try.** Sample with v forced to −1 (Σ = β̃_t) and to +1 (Σ = β_t) by editing one line of the
+# **More to try.** Sample with r forced to −1 (v = 0, Σ = β̃_t) and to +1 (v = 1, Σ = β_t) by editing one line of the
 # loop: do the samples change much with 50 steps? Run the loop without clipping x̂_0. Compare the
 # trained model's mse at t = 0 with the λ-weighted bound: which steps would the bound have trained hardest?
 #

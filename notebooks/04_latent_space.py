@@ -175,7 +175,8 @@ reconstructed = codec.reconstruct(images)
 viz.show_images(torch.cat([images, reconstructed]), nrow=10, titles=viz.class_titles(labels) + [""] * 10);
 
 # %% [markdown]
-# Shapes and contrast survive; fine texture (the print on a shirt, stitching) gets softer. A number for
+# Shapes and contrast survive; the finest texture does not: the "Lee" print on the pullover comes back as an
+# unreadable dark band, and stitching disappears. A number for
 # it: the peak signal-to-noise ratio, with pixels in [0, 1],
 #
 # $$\mathrm{PSNR} = 10 \log_{10} \frac{1}{\mathrm{MSE}(x, \hat x)}\ \text{dB},$$
@@ -212,8 +213,9 @@ for ax, (title, values, cmap, limit) in zip(axes, panels):
 fig.tight_layout()
 
 # %% [markdown]
-# The boot's silhouette shows in several channels, each with its own code: one is negative on the
-# background, another marks the upper part, one is almost flat. Nothing asks the channels to be readable
+# The boot's silhouette shows in several channels, each with its own code: channel 3 is strongly positive
+# (red) on the background and lower on the boot, channel 1 is negative (blue) on the boot itself, and
+# channels 0 and 2 are almost flat. Nothing asks the channels to be readable
 # by us; they only have to let the decoder rebuild the image. The values sit on a roughly unit scale
 # (colour range ±3) thanks to the factor s. Why that matters is the next section.
 #
@@ -306,9 +308,12 @@ blend(2, 3);                                                 # pullover -> dress
 
 # %% [markdown]
 # The pixel row is a double exposure: both pictures are fully there at every step, at partial opacity;
-# the "Lee" lettering stays crisp until the end and the dress's outline shows through the pullover. In the
-# latent row the decoder draws one garment at each step: the lettering dissolves early and the body
-# narrows toward the dress. The sleeves are the least convincing part; they fade rather than shrink.
+# the "Lee" lettering stays sharp but fades with the pullover (barely visible one frame before the end, gone at
+# λ = 1), and the dress's outline shows through the pullover. In the
+# latent row the decoder draws one garment at each step. It never drew the lettering: already at λ = 0
+# the pullover has a dark smudge across the chest where "Lee" was, as in its reconstruction in section 3.
+# Along the row the smudge fades and the body narrows toward the dress. The sleeves are the least
+# convincing part; they fade rather than shrink.
 # With only 4× compression our latent space is still close to pixels, so the effect is moderate. What
 # matters for DiT is that the decoder, not the diffusion model, turns any nearby latent into plausible
 # pixels. Try other pairs:

@@ -338,8 +338,9 @@ print(f"2-D table {table.shape}: T = {grid}² tokens × D = {width}")
 viz.show_pos_embed(get_2d_sincos_pos_embed(width, grid), grid);
 
 # %% [markdown]
-# Left: the table, one row per token. The left half codes the column, which changes at every token;
-# the right half codes the row, constant over 16 consecutive tokens, hence the bands. Within each quarter
+# Left: the table, one row per token. The left half codes the column, which changes at every token and
+# repeats every 16 tokens (one grid row), hence the bands; the right half codes the row, constant over 16
+# consecutive tokens, so down the table it is a smooth sweep. Within each quarter
 # (sines, then cosines) the frequency falls from ω = 1 on the left to ω ≈ 10⁻⁴ on the right, where the
 # values barely move. Right: the cosine similarity of the centre token's code to every other token's. It
 # is highest nearby and falls off smoothly with distance, so neighbouring patches start out with similar
@@ -372,6 +373,6 @@ print(f"after {pretrained.meta['step']:,} training steps it still equals get_2d_
 # see without positions. How does the share of the T² attention products in the Gflops change from
 # DiT-XL/8 to DiT-XL/2? (`ditlib.flops.flop_breakdown(name)["attention_matmuls"]`.)
 #
-# **Next:** [06 · Conditioning variants](06_conditioning_variants.ipynb) (coming in part 2 of the course):
-# how the timestep t and the class y enter the blocks: in-context, by cross-attention, through adaLN, and
-# with adaLN-Zero.
+# **Next:** [06 · Conditioning](06_conditioning_variants.ipynb): how the timestep t and the class y enter
+# the blocks: in-context, by cross-attention, through adaLN, and with adaLN-Zero. Its exercises: `modulate`,
+# the adaLN-Zero block, and the whole DiT forward pass.

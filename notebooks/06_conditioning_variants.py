@@ -39,8 +39,9 @@ import torch
 
 import ditlib
 from ditlib.configs import TRAIN_CONFIGS
-from ditlib.course import exercises, viz
+from ditlib.course import exercises, inspect_model, viz, widgets
 from ditlib.data import DATA_DIR, FashionMNIST
+from ditlib.diffusion import create_diffusion
 from ditlib.flops import PAPER_BLOCK_GFLOPS, block_design_table
 from ditlib.latents import LatentDataset, build_latent_dataset, encode_dataset
 from ditlib.models import BLOCK_DESIGNS, build_model, timestep_embedding
@@ -62,8 +63,9 @@ model_kwargs = dict(input_size=8, in_channels=4, num_classes=10)
 #
 # $$\mathrm{emb}(t) = \big[\cos(t\,\omega_0), \dots, \cos(t\,\omega_{127}),\ \sin(t\,\omega_0), \dots, \sin(t\,\omega_{127})\big],$$
 #
-# then a two-layer MLP (Linear 256→D, SiLU, Linear D→D) maps them to the model width D (§3.2; the frequency
-# embedding is ADM's, the MLP DiT's).
+# then a two-layer MLP (Linear 256→D, SiLU, Linear D→D) maps them to the model width D (§3.2). Both parts
+# come from the diffusion U-Nets before DiT: DDPM and ADM embed t with these sinusoids followed by the same kind
+# of two-layer MLP; DiT keeps them unchanged.
 # Build the features by hand and compare with `ditlib`:
 
 # %%
@@ -150,8 +152,10 @@ for design, m in models.items():
           f"{'':16s} {parts}")
 
 # %% [markdown]
-# The same four as pictures (bottom to top; orange boxes receive the conditioning, ⊕ adds the branch back
-# to the block's input):
+# The same four as pictures (bottom to top). Each ⊕ adds a branch back to the block's input, carried around
+# the branch by the grey skip arrow; the orange path is the conditioning: for adaLN and adaLN-Zero, c =
+# t_emb + y_emb goes through an MLP that outputs the (γ, β) (and α) of every modulated box; cross-attention
+# reads [t_emb, y_emb] as a context; in-context appends them as tokens at the bottom.
 
 # %%
 viz.block_diagrams();
@@ -195,8 +199,15 @@ print("adaLN-Zero: every block is the identity and the model outputs 0 at initia
 print("adaLN:      the first block already changes its input")
 
 # %% [markdown]
-# A deep stack of identity blocks is easy to optimise: gradients reach every layer unchanged, and each
-# block learns *how much* to contribute through its own α. Section 7 shows what that buys.
+# What the zeros do to the first gradient steps is subtler than "gradients reach every layer unchanged". With
+# α = 0 each branch's output is multiplied by 0, so the attention and MLP weights of every block get **no
+# gradient at all** at the start (∂L/∂W carries the factor α). The learning starts from the zeros, in stages:
+# at the very first step only the output layer's linear map gets a gradient (everything upstream reaches the
+# loss through its zero weights); from the next step the gradient reaches the residual stream and the gates
+# (∂L/∂α is the branch's output, which is not 0); the attention and MLP weights learn only once their α has
+# moved away from 0, the residual stream being the identity all along. Section 7's loss curve shows the consequence:
+# adaLN-Zero's loss starts at ≈ 1 (the model outputs 0) and stays on a short plateau before it falls, while
+# the designs with ordinary initialisation start higher but move at once.
 #
 # ## 5. What each design costs
 #
@@ -217,6 +228,16 @@ print(f"cross-attention overhead over adaLN-Zero (XL/2): {overhead['cross-attent
 # %% [markdown]
 # adaLN-Zero has the most parameters (six D-vectors regressed per block: D·6D weights each) but almost the
 # fewest flops: the regression runs once per *image*, not once per token. Cross-attention costs ~16% more.
+# The picker shows one design at a time with its place among the four in Gflops; the static figure below it
+# shows all four with their parameters and Gflops at DiT-XL/2.
+
+# %%
+widgets.block_design_picker("DiT-XL/2")
+
+# %%
+widgets.plot_block_designs("DiT-XL/2");
+
+# %% [markdown]
 #
 # ## 6. Which design trains best: the experiment
 #
@@ -242,9 +263,12 @@ else:
     print("no results yet: run `python experiments/block_designs.py`")
 
 # %% [markdown]
-# As in the paper, adaLN-Zero has the lowest FID at every evaluation, with the widest margin early in training.
-# At this small scale and short run the others are a few points behind (the paper's XL/2 gaps are larger, and
-# 500-sample FIDs have an error bar of a point or two). Cross-attention, the most expensive design, buys nothing.
+# As in the paper, adaLN-Zero has the lowest FID at every evaluation, with the widest margin early in training
+# (35.8 against 39.4–40.6 after 150 steps). By 600 steps the gap has mostly closed: in-context ends at 31.8,
+# within the sampling noise of adaLN-Zero's 31.2 (500-sample FIDs have an error bar of a point or two), while
+# adaLN (34.4) and cross-attention (35.1) stay about three points behind. So at this small scale and short
+# run, adaLN-Zero's clear advantage is speed early on; the paper's XL/2 runs, 400k steps long, keep larger gaps.
+# Cross-attention, the most expensive design, buys nothing.
 #
 # ## 7. Re-run it yourself: a short training of each design
 #
@@ -281,8 +305,45 @@ viz.plot_curves(loss_curves, x=list(range(base.log_every, steps + 1, base.log_ev
 # designs start from random outputs with a larger loss. It leaves that starting point more slowly, then (in the
 # stored full run) ends lowest after about a hundred steps, in line with the FID curves above. With only 6 steps
 # (quick mode) you see just the start.
+
+# %% [markdown]
+# ## 8. Inside the trained model: the gates and the attention
 #
-# ## 8. Exercise: `modulate` and the adaLN-Zero block
+# The shipped `fmnist-latent-DiT-T-2` has been trained, so its gates α are no longer zero. How open is each
+# block's gate, and does it depend on the noise level? For c = t_emb + y_emb at t = 0 … 950 (the ten labels,
+# averaged), the mean |α| of the attention and MLP branches of its six blocks:
+
+# %%
+trained, _ = load_model(DATA_DIR / "checkpoints" / "fmnist-latent-DiT-T-2")
+gates = inspect_model.adaln_gates(trained, list(range(0, 1000, 50)), y=list(range(10)))
+inspect_model.plot_adaln_gates(gates);
+
+# %% [markdown]
+# The gates are a function of t, so the model runs a different mix of its blocks at each noise level. In the
+# stored run the deeper blocks (3–5) close both gates as t grows, to |α| ≈ 0.07 at t = 950, while the first
+# blocks stay open there (block 0's gates near 0.15, block 1's attention gate widest of all around t ≈ 350):
+# at high noise the early blocks do most of the work. At small t every MLP gate is about equally open (≈ 0.2):
+# near the end of sampling the whole depth refines local detail.
+#
+# And what does a block attend to? The head-averaged self-attention of the last block, from the centre patch
+# of a real latent noised to several t (decoded to pixels for the left column):
+
+# %%
+diffusion = create_diffusion("")
+z0, y0 = latents.get_batch(torch.arange(1), generator=torch.Generator().manual_seed(0))    # (1, 4, 8, 8), (1,)
+inspect_model.plot_attention(trained, z0[0], [0, 300, 700, 999], y=int(y0[0]), diffusion=diffusion,
+                             decode=codec.decode);
+
+# %% [markdown]
+# With little noise the patch attends to a few patches of the garment, sharply (the largest weight is well
+# above the uniform 1/16); as t grows the map spreads out, and at t = 999, with nothing of the image left, it
+# is nearly uniform over the middle of the grid. Drag t, and pick a block or another query patch:
+
+# %%
+widgets.attention_widget(trained, z0[0], int(y0[0]), diffusion, decode=codec.decode)
+
+# %% [markdown]
+# ## 9. Exercise: `modulate` and the adaLN-Zero block
 #
 # **Part 1.** Write `modulate(x, shift, scale)`: x is (N, T, D); shift and scale are (N, D), one vector per
 # sample. Return x·(1 + scale) + shift, with shift and scale broadcast over the T tokens.
@@ -351,6 +412,55 @@ with torch.no_grad():
         assert torch.allclose(adaln_zero_block_forward(trained_block, x, c), trained_block(x, c), atol=1e-4)
         x = trained_block(x, c)
 print(f"adaln_zero_block_forward matches all {len(trained.blocks)} trained blocks")
+
+# %% [markdown]
+# ## 10. Exercise: the whole forward pass, from its parts
+#
+# A DiT is these pieces in a row (Figure 3). Write `dit_forward(model, x, t, y)` from the model's own parts,
+# at evaluation (no label dropout), for x: (N, C, I, I), t and y: (N,):
+#
+# 1. patchify, `model.x_embedder(x)` → (N, T, D), and add the positional table `model.pos_embed`;
+# 2. embed t, `model.t_embedder(t)`, and y, `model.y_embedder(y, False)` (False: keep every label);
+# 3. `x, c = model.condition(x, t_emb, y_emb)`: how the design feeds (t, y) to the blocks (c = t_emb + y_emb
+#    for adaLN-Zero; the other designs of section 3 append tokens or build a context);
+# 4. every block in turn, `x = block(x, c)`;
+# 5. `model.final_layer(x, c)` on the T image tokens (`x[:, :model.num_patches]`: in-context added two), then
+#    `model.unpatchify` back to (N, C_out, I, I).
+#
+# The check compares with `model(x, t, y)` on small random models and names the usual slips: the positional
+# embedding forgotten, conditioning on t (or y) alone, labels dropped, blocks skipped, a plain reshape instead
+# of `unpatchify`.
+
+# %% nbgrader={"grade": false, "grade_id": "dit_forward", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def dit_forward(model, x, t, y):
+    ### BEGIN SOLUTION
+    x = model.x_embedder(x) + model.pos_embed                          # (N, T, D)
+    t_emb, y_emb = model.t_embedder(t), model.y_embedder(y, False)       # (N, D) each; no label dropout
+    x, c = model.condition(x, t_emb, y_emb)                              # adaLN-Zero: c = t_emb + y_emb
+    for block in model.blocks:
+        x = block(x, c)                                                  # (N, T, D)
+    x = model.final_layer(x[:, :model.num_patches], c)                   # (N, T, p·p·C_out)
+    return model.unpatchify(x)                                           # (N, C_out, I, I)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "check_dit_forward", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+# NBVAL_CHECK_OUTPUT
+feedback = exercises.check_dit_forward(dit_forward)
+display(feedback)
+### BEGIN HIDDEN TESTS
+exercises.require(feedback);
+### END HIDDEN TESTS
+
+# %% [markdown]
+# Your forward pass is the shipped model's, on latents it was trained for:
+
+# %%
+z, t, labels = torch.randn(4, 4, 8, 8), torch.tensor([0, 250, 500, 999]), torch.tensor([0, 3, 7, 10])
+with torch.no_grad():
+    ours, reference = dit_forward(trained.eval(), z, t, labels), trained(z, t, labels)
+assert torch.allclose(ours, reference, atol=1e-5)
+print(f"dit_forward = the trained DiT-T/2's forward: output {tuple(ours.shape)}, max diff {(ours - reference).abs().max():.1e}")
 
 # %% [markdown]
 # ## Summary

@@ -39,7 +39,7 @@ from IPython.display import clear_output, display
 
 from ditlib.checkpoints import load_checkpoint
 from ditlib.configs import TRAIN_CONFIGS
-from ditlib.course import exercises, viz
+from ditlib.course import exercises, inspect_model, viz
 from ditlib.data import FashionMNIST, infinite_batches
 from ditlib.diffusion import create_diffusion
 from ditlib.latents import LatentDataset, build_latent_dataset, encode_dataset
@@ -154,8 +154,8 @@ print(f"losses by hand {[round(v, 4) for v in losses_hand]} = ditlib.train; EMA 
 # ## 4. Train, and watch
 #
 # Now for real. The callback redraws the loss curve in place every few steps and, now and then, samples one
-# image of each class from the EMA weights (20 DDIM steps, guidance 2, decoded by the VAE) so you can see the
-# clothes take shape. Early on the EMA lags far behind the raw weights; its warm-up (d = (1 + k)/(10 + k)) keeps the
+# image of each class from the EMA weights (20 DDIM steps, guidance 2, decoded by the VAE) so you can watch
+# when the clothes take shape. Early on the EMA lags far behind the raw weights; its warm-up (d = (1 + k)/(10 + k)) keeps the
 # lag short. This short run gets its own cosine: `max_steps` is set to its length, so the learning rate has decayed
 # by the last step as it would at the end of the full 6,000.
 
@@ -192,13 +192,31 @@ model, ema, losses = train_by_hand(short, latents, num_steps, callback=watch, ev
 # hundred steps (the model learns the rough shape of the noise) and slowly after that. It stays noisy because
 # every batch has different t, and the loss differs a lot between small and large t. The samples tell the real
 # story, one row per snapshot (20 DDIM steps: a rough look; section 6 samples properly). In the stored run the
-# first row (step 300) is blobs; by step 900 trousers, pullovers, coats, shirts, sneakers and bags have their
-# shapes, and the last row differs little from the one before as the learning rate decays; sandals and ankle boots
-# are still vague: they are the last classes to form.
+# first row (step 300) is formless blobs, and at step 600 only the trousers and the long-sleeved shapes
+# (pullover, dress, coat, shirt) have begun; by step 900 those have their outlines and the sneaker appears, while
+# the T-shirt and the bag are still lumpy, the sandal a sketch of straps and the ankle boot vague. The last row
+# differs little from the one before as the learning rate decays: 1,200 steps draw rough clothes, not clean ones.
 
 # %%
 viz.show_images(torch.cat(list(snapshots.values())), nrow=10, size=0.9,
                 title="EMA samples at steps " + ", ".join(map(str, snapshots)));
+
+# %% [markdown]
+# **Where the noise in the loss curve comes from.** The same trained EMA weights, the same 64 latents and the
+# same ε, with only t changed: the loss terms of `training_losses`, averaged in ten bins of t (each dot is one
+# latent):
+
+# %%
+z_probe, y_probe = latents.get_batch(torch.arange(64), generator=torch.Generator().manual_seed(0))
+by_t = inspect_model.loss_by_t(ema, create_diffusion(""), z_probe, y_probe, num_bins=10)
+inspect_model.plot_loss_by_t(by_t);
+
+# %% [markdown]
+# The ε error spans more than three orders of magnitude across t: largest at small t, where the little noise
+# there is must be told apart from the image's own detail, and nearly zero at large t, where x_t is almost
+# pure noise and ε ≈ x_t. The vb term matters only in the first bin (the decoder term at t = 0 and the
+# variance of the first steps). A batch of 64 draws its t uniformly, so how many small t it happens to get
+# moves its mean loss by a good fraction of itself: that, not the optimisation, is the noise in the curve above.
 
 # %% [markdown]
 # ## 5. Checkpoints and exact resume
@@ -244,54 +262,69 @@ viz.show_images(torch.cat(grids), nrow=10, size=0.9,
                 title=f"top: ours after {num_steps} steps · bottom: shipped after {steps_shipped} steps");
 
 # %% [markdown]
-# With 250 DDPM steps, ours after 1,200 steps (a fifth of the shipped run, two minutes here) already draws every
-# class recognisably but coarsely (the sneaker and the boot are the weakest); the shipped model's 6,000 steps make
-# them cleaner and more detailed. Lesson 08 puts a number on "clean" (FID) and lesson 10 on what more compute buys;
+# With 250 DDPM steps, ours after 1,200 steps (a fifth of the shipped run, two minutes on a quiet machine here)
+# already draws every class recognisably but coarsely (the dress, the sneaker and the ankle boot are the weakest);
+# the shipped model's 6,000 steps make them cleaner and more detailed. Lesson 08 puts a number on "clean" (FID) and lesson 10 on what more compute buys;
 # the README plots FID against training minutes for the shipped run.
 #
-# ## 7. Exercise: the noising line of the training step
+# ## 7. Exercise: the training step
 #
-# Inside `training_losses`, the first thing a training step does with (z, t, ε) is to noise z. Write it once
-# more, as the training loop needs it: `q_sample(x_start, t, noise, alphas_cumprod)` returns
-# √ᾱ_t · x_start + √(1 − ᾱ_t) · noise, with t a (B,) tensor of timesteps, one per latent.
+# Write the paper's step yourself, the five lines of ideas of section 2 for one batch, as
+# `train_step(model, ema, optimizer, diffusion, x, y, t, noise, drop, ema_decay)`. The randomness comes in as
+# arguments so that the check can replay it: `t` (B,) timesteps, `noise` like `x`, and `drop`, a bool (B,)
+# mask that is True where the label becomes the null class. Then:
+#
+# 1. the hybrid loss with the labels dropped where `drop` says: `diffusion.training_losses(model, x, t,
+#    model_kwargs={"y": y, "force_drop_ids": drop}, noise=noise)["loss"]`, averaged over the batch;
+# 2. `optimizer.zero_grad()`, `loss.backward()`, `optimizer.step()`;
+# 3. last, the EMA: θ_ema ← d·θ_ema + (1 − d)·θ with d = `ema_decay` (`update_ema(ema, model, ema_decay)`
+#    or a loop over the parameters);
+#
+# and return the loss. The check replays your step against its own on identical copies and names the usual
+# slips: labels never dropped, the EMA updated before the optimiser step or with d and 1 − d swapped, stale
+# gradients from a missing `zero_grad`, a summed instead of averaged loss.
 
-# %% nbgrader={"grade": false, "grade_id": "q_sample_in_training", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def q_sample(x_start, t, noise, alphas_cumprod):
+# %% nbgrader={"grade": false, "grade_id": "train_step", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def train_step(model, ema, optimizer, diffusion, x, y, t, noise, drop, ema_decay):
     ### BEGIN SOLUTION
-    abar = alphas_cumprod[t].to(x_start.dtype).view(-1, *([1] * (x_start.ndim - 1)))   # (B, 1, 1, 1)
-    return abar.sqrt() * x_start + (1 - abar).sqrt() * noise
+    terms = diffusion.training_losses(model, x, t, model_kwargs={"y": y, "force_drop_ids": drop}, noise=noise)
+    loss = terms["loss"].mean()                                          # L_simple + L_vlb, over the batch
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    update_ema(ema, model, ema_decay)                                    # after the step: the new weights
+    return loss
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "check_q_sample_in_training", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+# %% nbgrader={"grade": true, "grade_id": "check_train_step", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
 # NBVAL_CHECK_OUTPUT
-feedback = exercises.check_q_sample(q_sample)
+feedback = exercises.check_train_step(train_step)
 display(feedback)
 ### BEGIN HIDDEN TESTS
-exercises.require(feedback)
-diffusion_check = create_diffusion("")
-gen_check = torch.Generator().manual_seed(2)
-z_check, eps_check = torch.randn(6, 4, 8, 8, generator=gen_check), torch.randn(6, 4, 8, 8, generator=gen_check)
-t_check = torch.randint(0, 1000, (6,), generator=gen_check)
-assert torch.allclose(q_sample(z_check, t_check, eps_check, diffusion_check.alphas_cumprod),
-                      diffusion_check.q_sample(z_check, t_check, eps_check), atol=1e-6), \
-    "q_sample disagrees with ditlib's on a batch of 6 latents"
+exercises.require(feedback);
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# Your function produces the x_t that the training step feeds the model: with it, the MSE part of the loss
-# comes out as `training_losses` computes it.
+# Your step, from the trained model of section 4, on a real batch of latents: a copy of the model takes three
+# steps through your function and another through the same lines written in ditlib's style; the losses agree.
 
 # %%
 diffusion = create_diffusion("")
-z, y = latents.get_batch(torch.arange(8), generator=torch.Generator().manual_seed(0))
-t, noise = torch.randint(0, 1000, (8,)), torch.randn_like(z)
-with torch.no_grad():
-    eps_pred = ema(q_sample(z, t, noise, diffusion.alphas_cumprod), t, y)[:, :4]    # eval mode: no label dropout
-    mse = ((noise - eps_pred) ** 2).mean(dim=(1, 2, 3))
-    terms = diffusion.training_losses(ema, z, t, {"y": y}, noise)
-assert torch.allclose(mse, terms["mse"], atol=1e-5)
-print("mean squared error from your x_t = training_losses()['mse']")
+copies = [copy.deepcopy(model) for _ in range(2)]
+emas = [copy.deepcopy(ema) for _ in range(2)]
+optimizers = [torch.optim.AdamW(m.parameters(), lr=1e-4) for m in copies]
+gen = torch.Generator().manual_seed(0)
+for step in range(3):
+    z, y = latents.get_batch(torch.arange(16) + 16 * step, generator=gen)      # (16, 4, 8, 8), (16,)
+    t, noise = torch.randint(0, 1000, (16,), generator=gen), torch.randn(z.shape, generator=gen)
+    drop = torch.rand(16, generator=gen) < 0.1
+    yours = torch.as_tensor(train_step(copies[0], emas[0], optimizers[0], diffusion, z, y, t, noise, drop, 0.999))
+    yours = yours.detach().item()
+    terms = diffusion.training_losses(copies[1], z, t, {"y": y, "force_drop_ids": drop}, noise)
+    reference = terms["loss"].mean()
+    optimizers[1].zero_grad(); reference.backward(); optimizers[1].step(); update_ema(emas[1], copies[1], 0.999)
+    print(f"step {step + 1}: your loss {yours:.5f}, ditlib's {reference.item():.5f}")
 
 # %% [markdown]
 # ## Summary

@@ -253,37 +253,51 @@ viz.show_images(codec.decode(torch.cat([latents[None], latents[3]])).clamp(-1, 1
 # two different samplers, and a number such as the paper's FID 2.27 holds for the one it was measured
 # with (`python -m ditlib sample-fid --guided-channels 3` reproduces the official evaluation).
 #
-# ## 6. Exercise: the guidance rule
+# ## 6. Exercise: `forward_with_cfg`, the guided forward pass
 #
-# Write `guided_eps(cond_eps, uncond_eps, cfg_scale)`: given the conditional and unconditional noise
-# predictions (tensors of the same shape) and a float scale s, return ε(x, ∅) + s·(ε(x, y) − ε(x, ∅)).
-# s = 1 must give back the conditional prediction and s = 0 the unconditional one.
+# Write the batched guidance of sections 2 and 5 as one function,
+# `forward_with_cfg(model, x, t, y, cfg_scale, guided_channels=None)`, what `DiT.forward_with_cfg` does:
+#
+# - the batch is [conditional half; unconditional half]: y's second half is the null class, and both halves
+#   use the *first* half of x (run the model once on `torch.cat([half, half])`);
+# - ε̂ = ε(x, ∅) + s·(ε(x, y) − ε(x, ∅)) on the first `guided_channels` ε channels (all `model.in_channels`
+#   when None); the other channels, the rest of ε and the Σ values, pass through as the model returned them;
+# - duplicate the guided half to fill the batch, so the output has x's shape with 2·C channels.
+#
+# The check compares with `DiT.forward_with_cfg` and names the usual slips: the Σ channels guided too, the
+# halves swapped, all channels guided when `guided_channels=3` asks for three, only half the batch returned.
 
-# %% nbgrader={"grade": false, "grade_id": "guided_eps", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def guided_eps(cond_eps, uncond_eps, cfg_scale):
+# %% nbgrader={"grade": false, "grade_id": "forward_with_cfg", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def forward_with_cfg(model, x, t, y, cfg_scale, guided_channels=None):
     ### BEGIN SOLUTION
-    return uncond_eps + cfg_scale * (cond_eps - uncond_eps)
+    half = x[: len(x) // 2]
+    model_out = model(torch.cat([half, half]), t, y)                     # (N, 2C, I, I)
+    k = model.in_channels if guided_channels is None else guided_channels
+    eps, rest = model_out[:, :k], model_out[:, k:]                       # guided ε channels | the others
+    cond_eps, uncond_eps = torch.split(eps, len(eps) // 2, dim=0)
+    half_eps = uncond_eps + cfg_scale * (cond_eps - uncond_eps)
+    return torch.cat([torch.cat([half_eps, half_eps]), rest], dim=1)
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "check_guided_eps", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+# %% nbgrader={"grade": true, "grade_id": "check_forward_with_cfg", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
 # NBVAL_CHECK_OUTPUT
-feedback = exercises.check_cfg(guided_eps)
+feedback = exercises.check_forward_with_cfg(forward_with_cfg)
 display(feedback)
 ### BEGIN HIDDEN TESTS
-exercises.require(feedback)
-assert torch.allclose(guided_eps(cond[:, :4], uncond[:, :4], s), out[:5, :4], atol=1e-5), \
-    "guided_eps disagrees with DiT.forward_with_cfg on the pretrained model's predictions"
-assert torch.allclose(guided_eps(cond[:, :4], uncond[:, :4], 1.0), cond[:, :4], atol=1e-6), \
-    "guided_eps with cfg_scale = 1 must return the conditional prediction"
+exercises.require(feedback);
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# Your function, dropped into the model's batched pass, gives the same guided prediction:
+# Your function on the pretrained model and the batch of section 2, with all channels and with the official three:
 
 # %%
-assert torch.allclose(guided_eps(cond[:, :4], uncond[:, :4], s), out[:5, :4], atol=1e-5)
-print("guided_eps matches DiT.forward_with_cfg")
+batch = (torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([y, null]))
+with torch.no_grad():
+    for k in (None, 3):
+        ours = forward_with_cfg(model, *batch, s, guided_channels=k)
+        assert torch.allclose(ours, model.forward_with_cfg(*batch, cfg_scale=s, guided_channels=k), atol=1e-5)
+print("forward_with_cfg matches DiT.forward_with_cfg, for guided_channels=None and 3")
 
 # %% [markdown]
 # ## Summary

@@ -5,6 +5,9 @@ import pytest
 import torch
 
 from ditlib.course import exercises as ex
+
+import test_exercises_model as model_solutions
+import test_exercises_sampling as sampling_solutions
 from ditlib.diffusion import create_diffusion
 from ditlib.models import build_model, get_1d_sincos_pos_embed_from_grid
 
@@ -69,6 +72,12 @@ SOLUTIONS = {"q_sample": q_sample, "reparameterized_sample": reparameterized_sam
              "posterior_mean_variance": posterior_mean_variance, "latent_scale_factor": latent_scale_factor,
              "patchify": patchify, "sincos_1d": sincos_1d, "modulate": modulate,
              "adaln_zero_block": adaln_zero_block_forward, "cfg": guided_eps}
+# The checks of the algorithms (lessons 03, 06–10) have their own files; their reference solutions join the
+# shared-contract tests below.
+SOLUTIONS.update({"dit_forward": model_solutions.dit_forward, "train_step": model_solutions.train_step,
+                  "forward_with_cfg": model_solutions.forward_with_cfg,
+                  "ddpm_sampling_loop": sampling_solutions.sample_loop, "respaced_betas": sampling_solutions.respaced_betas,
+                  "ddim_step": sampling_solutions.ddim_step, "frechet_distance": sampling_solutions.frechet_distance})
 
 
 def not_implemented(*args):

@@ -41,3 +41,18 @@ def test_lesson_has_a_checked_exercise_and_an_asserted_derivation(nb):
     assert "exercises.check_" in code
     assert "assert " in code
     assert "NBVAL_CHECK_OUTPUT" in code
+
+
+def test_the_lab_file_browser_shows_the_lessons_in_order_and_nothing_else():
+    """`make lab` starts JupyterLab with .jupyter-course/jupyter_server_config.py: the learner sees the twelve
+    lessons, not their jupytext pairs, the test glue or caches."""
+    from jupyter_server.services.contents.filemanager import FileContentsManager
+    from traitlets.config.loader import PyFileConfigLoader
+
+    root = Path(__file__).resolve().parents[1]
+    assert "--config=.jupyter-course/jupyter_server_config.py notebooks/" in (root / "Makefile").read_text()
+    config = PyFileConfigLoader("jupyter_server_config.py", path=str(root / ".jupyter-course")).load_config()
+    manager = FileContentsManager(root_dir=str(root / "notebooks"), config=config)
+    listed = sorted(item["name"] for item in manager.get("", content=True)["content"])
+    lessons = sorted(p.name for p in (root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert len(lessons) == 12 and listed == lessons

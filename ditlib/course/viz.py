@@ -241,25 +241,55 @@ BLOCK_DIAGRAMS = {
                    "scale γ₂, shift β₂", "MLP", "gate α₂", "+"],
 }
 _CONDITIONED = ("[t, y]", "γ", "α")
+# Where the conditioning comes from (a box at the left) and which boxes it feeds (an arrow into each).
+_CONDITION_SOURCE = {
+    "in-context": ("t_emb, y_emb\nappended as 2 tokens\n(N, T+2, D)", lambda i, label: i == 0),
+    "cross-attention": ("context\n[t_emb, y_emb]\n(N, 2, D):\nkeys, values", lambda i, label: "cross-attn" in label),
+    "adaLN": ("c = t_emb + y_emb\n→ MLP →\n(γ, β) × 2", lambda i, label: "γ" in label),
+    "adaLN-Zero": ("c = t_emb + y_emb\n→ MLP →\n(γ, β, α) × 2", lambda i, label: "γ" in label or "α" in label),
+}
 
 
 def block_diagrams(designs: Sequence[str] = tuple(BLOCK_DIAGRAMS), height: float = 5.5):
     """Boxes-and-arrows drawings of the DiT block designs (§3.2, Figure 3), one column each.
 
-    Boxes that take the conditioning are orange; residual adds are circles. Returns the Figure.
+    Boxes that take the conditioning are orange; residual adds are circles, each with its skip connection
+    (a gray arrow, gid "skip", from the branch's input around the branch to the "+"). The conditioning enters
+    from the left (orange arrows, gid "condition"): c = t_emb + y_emb through the adaLN MLP into the modulated
+    boxes (adaLN, adaLN-Zero), the [t, y] context into the cross-attention, or the two extra tokens
+    (in-context). Returns the Figure.
     """
-    fig, axes = plt.subplots(1, len(designs), figsize=(2.6 * len(designs), height), squeeze=False)
+    from matplotlib.patches import FancyArrowPatch
+    from matplotlib.path import Path
+
+    X, X_SKIP = 0.62, 0.96                                       # the main stack and the skips' vertical lines
+    fig, axes = plt.subplots(1, len(designs), figsize=(3.3 * len(designs), height), squeeze=False)
     for ax, design in zip(axes[0], designs):
         steps = BLOCK_DIAGRAMS[design]
         ys = np.linspace(0.04, 0.92, len(steps))
+        boxes = []
         for i, (label, y) in enumerate(zip(steps, ys)):
             if i:
-                ax.annotate("", xy=(0.5, y - 0.025), xytext=(0.5, ys[i - 1] + 0.025),
+                ax.annotate("", xy=(X, y - 0.025), xytext=(X, ys[i - 1] + 0.025),
                             arrowprops=dict(arrowstyle="->", color="gray"))
             conditioned = any(mark in label for mark in _CONDITIONED)
             style = dict(boxstyle="circle" if label == "+" else "round", ec="black",
                          fc="#ffcc80" if conditioned else ("white" if label == "+" else "#bbdefb"))
-            ax.text(0.5, y, label, ha="center", va="center", fontsize=8, bbox=style)
+            boxes.append(ax.text(X, y, label, ha="center", va="center", fontsize=8, bbox=style))
+            if label == "+":                                     # skip: from before the branch's LayerNorm
+                start = max(j for j in range(i) if steps[j] == "LayerNorm")
+                y_in = (ys[start - 1] + ys[start]) / 2
+                path = Path([(X, y_in), (X_SKIP, y_in), (X_SKIP, y), (X + 0.045, y)])
+                ax.add_patch(FancyArrowPatch(path=path, arrowstyle="->", mutation_scale=10, color="dimgray",
+                                             lw=1, gid="skip"))
+        text, feeds = _CONDITION_SOURCE[design]
+        targets = [box for i, (box, label) in enumerate(zip(boxes, steps)) if feeds(i, label)]
+        y_source = float(np.mean([box.get_position()[1] for box in targets]))
+        source = ax.text(0.0, y_source, text, ha="left", va="center", fontsize=7,
+                         bbox=dict(boxstyle="round", ec="tab:orange", fc="#fff3e0"))
+        for box in targets:
+            ax.annotate("", xy=(0, 0.5), xycoords=box, xytext=(1, 0.5), textcoords=source, gid="condition",
+                        arrowprops=dict(arrowstyle="->", color="tab:orange", shrinkA=4, shrinkB=4))
         ax.set_title(design, fontsize=10)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
