@@ -498,7 +498,7 @@ def sample_loop(diffusion, model, x_T, y, noises):
 feedback = exercises.check_ddpm_sampling_loop(sample_loop)
 display(feedback)
 ### BEGIN HIDDEN TESTS
-exercises.require(feedback);
+_ = exercises.require(feedback)                          # AssertionError with the message if it failed
 ### END HIDDEN TESTS
 
 # %% [markdown]

@@ -449,7 +449,7 @@ def dit_forward(model, x, t, y):
 feedback = exercises.check_dit_forward(dit_forward)
 display(feedback)
 ### BEGIN HIDDEN TESTS
-exercises.require(feedback);
+_ = exercises.require(feedback)                          # AssertionError with the message if it failed
 ### END HIDDEN TESTS
 
 # %% [markdown]

@@ -302,7 +302,7 @@ def train_step(model, ema, optimizer, diffusion, x, y, t, noise, drop, ema_decay
 feedback = exercises.check_train_step(train_step)
 display(feedback)
 ### BEGIN HIDDEN TESTS
-exercises.require(feedback);
+_ = exercises.require(feedback)                          # AssertionError with the message if it failed
 ### END HIDDEN TESTS
 
 # %% [markdown]

@@ -284,7 +284,7 @@ def respaced_betas(alphas_cumprod, use_timesteps):
 feedback = exercises.check_respaced_betas(respaced_betas)
 display(feedback)
 ### BEGIN HIDDEN TESTS
-exercises.require(feedback);
+_ = exercises.require(feedback)                          # AssertionError with the message if it failed
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -306,7 +306,7 @@ def ddim_step(x_t, eps, alpha_bar_t, alpha_bar_prev):
 feedback = exercises.check_ddim_step(ddim_step)
 display(feedback)
 ### BEGIN HIDDEN TESTS
-exercises.require(feedback);
+_ = exercises.require(feedback)                          # AssertionError with the message if it failed
 ### END HIDDEN TESTS
 
 # %% [markdown]

@@ -285,7 +285,7 @@ def forward_with_cfg(model, x, t, y, cfg_scale, guided_channels=None):
 feedback = exercises.check_forward_with_cfg(forward_with_cfg)
 display(feedback)
 ### BEGIN HIDDEN TESTS
-exercises.require(feedback);
+_ = exercises.require(feedback)                          # AssertionError with the message if it failed
 ### END HIDDEN TESTS
 
 # %% [markdown]

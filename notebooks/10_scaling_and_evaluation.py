@@ -97,7 +97,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
 feedback = exercises.check_frechet_distance(frechet_distance)
 display(feedback)
 ### BEGIN HIDDEN TESTS
-exercises.require(feedback);
+_ = exercises.require(feedback)                          # AssertionError with the message if it failed
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -354,7 +354,7 @@ def extrapolate_fid(ns, fids):
 feedback = exercises.check_extrapolate_fid(extrapolate_fid)
 display(feedback)
 ### BEGIN HIDDEN TESTS
-exercises.require(feedback);
+_ = exercises.require(feedback)                          # AssertionError with the message if it failed
 ### END HIDDEN TESTS
 ns = [n for n, values in fid_at.items() for _ in values]
 fids = [v for values in fid_at.values() for v in values]

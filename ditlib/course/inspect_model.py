@@ -27,7 +27,7 @@ from matplotlib.patches import Rectangle
 from ..diffusion import create_diffusion, randn
 from ..errors import ConfigError
 from ..models import DiT
-from .viz import _as_numpy_images, _imshow
+from .viz import as_numpy_images, imshow
 
 
 def _device(model: DiT) -> torch.device:
@@ -47,7 +47,7 @@ def _per_image(value, n: int, device) -> torch.Tensor:
     return value
 
 
-def _model_t(diffusion, t: int) -> int:
+def model_timestep(diffusion, t: int) -> int:
     """The timestep value the model sees for step `t` of a (possibly respaced) diffusion."""
     timestep_map = getattr(diffusion, "timestep_map", None)
     return int(timestep_map[t]) if timestep_map is not None else int(t)
@@ -108,7 +108,7 @@ def _display(x: torch.Tensor, decode: Callable | None) -> np.ndarray:
             x = decode(x).clamp(-1, 1)
     elif x.shape[1] not in (1, 3):
         x = x[:, :1]
-    return _as_numpy_images(x.detach().float().cpu())[0]
+    return as_numpy_images(x.detach().float().cpu())[0]
 
 
 def draw_attention_row(axes, model: DiT, x_t: torch.Tensor, model_t: int, y, block: int = -1,
@@ -127,10 +127,10 @@ def draw_attention_row(axes, model: DiT, x_t: torch.Tensor, model_t: int, y, blo
     size = image.shape[0] / grid                                              # one patch in displayed pixels
     r, c = divmod(query, grid)
     extent = (-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5)
-    _imshow(axes[0], image)
+    imshow(axes[0], image)
     axes[1].imshow(att, cmap="viridis", vmin=0, interpolation="nearest")
     axes[1].set(xticks=[], yticks=[])
-    _imshow(axes[2], image)
+    imshow(axes[2], image)
     axes[2].imshow(att, cmap="inferno", alpha=0.6, extent=extent, interpolation="nearest")
     for ax, s in ((axes[0], size), (axes[1], 1), (axes[2], size)):
         ax.add_patch(Rectangle((c * s - 0.5, r * s - 0.5), s, s, fill=False, ec="red", lw=1.5))
@@ -156,7 +156,7 @@ def plot_attention(model: DiT, x: torch.Tensor, t_values: Sequence[int], y, bloc
     fig, axes = plt.subplots(len(t_values), 3, figsize=(8.4, 2.6 * len(t_values)), squeeze=False)
     for row, step in enumerate(t_values):
         x_t = diffusion.q_sample(x0, torch.full((1,), int(step), dtype=torch.long, device=x0.device), noise)
-        draw_attention_row(axes[row], model, x_t, _model_t(diffusion, int(step)), y, block, query, decode)
+        draw_attention_row(axes[row], model, x_t, model_timestep(diffusion, int(step)), y, block, query, decode)
     index = block % len(model.blocks)
     fig.suptitle(f"self-attention of block {index} ({model.block}) from one patch, as the noise level t grows",
                  fontsize=10)
@@ -349,9 +349,9 @@ def plot_trajectories(traj: dict, num_columns: int = 6):
         chain = traj[name]
         for j, f in enumerate(fractions):
             k = round(f * (len(chain) - 1))
-            for i, image in enumerate(_as_numpy_images(chain[k])):
+            for i, image in enumerate(as_numpy_images(chain[k])):
                 ax = axes[s * n + i, j]
-                _imshow(ax, image)
+                imshow(ax, image)
                 if j == 0:
                     ax.set_ylabel(f"{name} #{i}", fontsize=8)
                 if s * n + i == 0:

@@ -17,7 +17,7 @@ import torch
 from ..data import FASHION_MNIST_CLASSES
 
 
-def _as_numpy_images(images) -> np.ndarray:
+def as_numpy_images(images) -> np.ndarray:
     """(N, C, H, W) or (C, H, W) tensor/array in [-1, 1] -> (N, H, W, C) float in [0, 1]."""
     x = images.detach().float().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images, dtype=np.float32)
     if x.ndim == 3:
@@ -30,7 +30,7 @@ def _as_numpy_images(images) -> np.ndarray:
     return np.clip((x.transpose(0, 2, 3, 1) + 1) / 2, 0, 1)
 
 
-def _imshow(ax, image: np.ndarray) -> None:
+def imshow(ax, image: np.ndarray) -> None:
     """Draw one (H, W, C) image in [0, 1] without axes."""
     if image.shape[-1] == 1:
         ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
@@ -43,14 +43,14 @@ def _imshow(ax, image: np.ndarray) -> None:
 def show_images(images, nrow: int | None = None, titles: Sequence[str] | None = None, title: str | None = None,
                 size: float = 1.2):
     """A grid of images ((N, C, H, W) in [-1, 1]), `nrow` per row, optional per-image titles."""
-    x = _as_numpy_images(images)
+    x = as_numpy_images(images)
     n = len(x)
     ncol = nrow or min(n, 10)
     rows = math.ceil(n / ncol)
     fig, axes = plt.subplots(rows, ncol, figsize=(size * ncol, size * rows + (0.3 if title else 0)), squeeze=False)
     for i, ax in enumerate(axes.flat):
         if i < n:
-            _imshow(ax, x[i])
+            imshow(ax, x[i])
             if titles is not None:
                 ax.set_title(str(titles[i]), fontsize=8)
         else:
@@ -79,8 +79,8 @@ def noising_strip(x_start: torch.Tensor, q_sample: Callable, timesteps: Sequence
     fig, axes = plt.subplots(n, cols, figsize=(size * cols, size * n + 0.3), squeeze=False)
     for j, t in enumerate(timesteps):
         x_t = q_sample(x_start, torch.full((n,), int(t), dtype=torch.long), noise)     # (N, C, H, W)
-        for i, image in enumerate(_as_numpy_images(x_t)):
-            _imshow(axes[i, j], image)
+        for i, image in enumerate(as_numpy_images(x_t)):
+            imshow(axes[i, j], image)
         axes[0, j].set_title(f"t = {int(t)}", fontsize=9)
     fig.tight_layout()
     return fig
@@ -127,12 +127,12 @@ def plot_curves(curves: Mapping[str, Sequence[float]], x=None, xlabel: str = "st
 
 def show_patches(image: torch.Tensor, patch_size: int, ax=None, title: str | None = None):
     """One image (C, H, W) with its patch grid drawn over it and each patch numbered in token order."""
-    x = _as_numpy_images(image)[0]
+    x = as_numpy_images(image)[0]
     if ax is None:
         fig, ax = plt.subplots(figsize=(3.2, 3.2))
     else:
         fig = ax.figure
-    _imshow(ax, x)
+    imshow(ax, x)
     h, w = x.shape[:2]
     if h % patch_size or w % patch_size:
         raise ValueError(f"image size {h}×{w} is not divisible by patch size {patch_size}")
@@ -194,8 +194,8 @@ def timestep_slider(x_start: torch.Tensor, q_sample: Callable, alphas_cumprod: n
             out.clear_output(wait=True)
             fig, axes = plt.subplots(1, len(x_t) + 1, figsize=(1.3 * len(x_t) + 2.6, 1.6),
                                      gridspec_kw={"width_ratios": [1] * len(x_t) + [2]})
-            for ax, image in zip(axes, _as_numpy_images(x_t)):
-                _imshow(ax, image)
+            for ax, image in zip(axes, as_numpy_images(x_t)):
+                imshow(ax, image)
             axes[-1].hist(x_t.flatten().numpy(), bins=40, range=(-4, 4), color="tab:blue")
             axes[-1].set_yticks([])
             axes[-1].set_title("pixel values", fontsize=8)
@@ -219,10 +219,16 @@ def choice_widget(options: Sequence, draw: Callable, description: str = "", valu
     out = widgets.Output()
 
     def render(change=None):
-        with out:
-            out.clear_output(wait=True)
-            draw(buttons.value)
-            plt.show()
+        # The figure goes into the output area by value (append_display_data), not by capturing output inside
+        # `with out:`: JupyterLab 4 may handle a button click's two comm messages concurrently, and a captured
+        # image can then be labelled with the other message and dropped (seen in tests/test_browser.py).
+        before = set(plt.get_fignums())
+        draw(buttons.value)
+        figures = [plt.figure(n) for n in plt.get_fignums() if n not in before] or [plt.gcf()]
+        out.outputs = ()                  # replace the picture (state sync, like append_display_data)
+        for fig in figures:
+            out.append_display_data(fig)
+            plt.close(fig)
 
     buttons.observe(render, names="value")
     render()

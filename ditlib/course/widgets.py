@@ -21,25 +21,23 @@ import torch
 from ..flops import block_design_table
 from ..models import BLOCK_DESIGNS, DiT
 from . import inspect_model
-from .viz import _as_numpy_images, _imshow, block_diagrams
+from .viz import as_numpy_images, imshow, block_diagrams
 
 
 def _redrawing_box(controls: Sequence, render: Callable, rows: Sequence | None = None):
     """VBox([*rows, output]) (rows default to the controls); on every change of a control's value the output
     shows `render()`, a new Figure."""
     import ipywidgets as widgets
-    from IPython.display import display
 
     out = widgets.Output()
     box = widgets.VBox([*(controls if rows is None else rows), out])
     box.redraws, box.figure = 0, None
 
     def redraw(change=None):
-        with out:
-            out.clear_output(wait=True)
-            fig = render()
-            display(fig)
-            plt.close(fig)                                   # one figure per redraw, none left behind
+        fig = render()
+        out.outputs = ()                  # replace the picture (state sync, like append_display_data)
+        out.append_display_data(fig)      # by value, not captured: see `viz.choice_widget`
+        plt.close(fig)                    # one figure per redraw, none left behind
         box.redraws += 1
         box.figure = fig
 
@@ -80,7 +78,7 @@ def attention_widget(model: DiT, x0: torch.Tensor, y, diffusion, block: int = -1
         step = t_slider.value
         x_t = diffusion.q_sample(x0, torch.full((1,), step, dtype=torch.long, device=device), noise)   # (1, C, I, I)
         fig, axes = plt.subplots(1, 3, figsize=(8.4, 2.8))
-        inspect_model.draw_attention_row(axes, model, x_t, inspect_model._model_t(diffusion, step), y,
+        inspect_model.draw_attention_row(axes, model, x_t, inspect_model.model_timestep(diffusion, step), y,
                                          block_menu.value, query_slider.value, decode)
         fig.suptitle(f"block {block_menu.value} self-attention of patch {query_slider.value} at t = {step}", fontsize=10)
         fig.tight_layout()
@@ -117,8 +115,8 @@ def trajectory_scrubber(traj: dict, value: float = 1.0, what: str = "x̂_0"):
         for row, name in enumerate(names):
             chain = traj[name]
             k = round(f * (len(chain) - 1))
-            for ax, image in zip(axes[row], _as_numpy_images(chain[k])):          # chain[k]: (N, C, H, W)
-                _imshow(ax, image)
+            for ax, image in zip(axes[row], as_numpy_images(chain[k])):          # chain[k]: (N, C, H, W)
+                imshow(ax, image)
             axes[row, 0].set_ylabel(f"{name}\nentry {k + 1}/{len(chain)}", fontsize=8)
         fig.suptitle(f"{what} at {100 * f:.0f}% of each chain (same x_T)", fontsize=9)
         fig.tight_layout()
