@@ -42,7 +42,7 @@ from .latents import build_latent_dataset, load_latent_cache
 from .metrics import EXTRACTORS, compute_metrics, format_metrics, inception_weights_path, save_adm_npz
 from .models import PAPER_CONFIGS, DiT, DiT_models, DiTConfig
 from .runtime import default_device, resolve_precision
-from .sample import Pretrained, sampling_steps, save_grid, save_npz
+from .sample import Pretrained, guidance_text, sampling_guidance, sampling_steps, save_grid, save_npz
 from .runs import export_run
 from .train import train
 from .vae_train import VAE_CONFIGS, get_vae_config, train_vae
@@ -99,8 +99,8 @@ def _cmd_train(args) -> int:
     overrides = {k: v for k, v in {"batch_size": args.batch_size, "precision": args.precision, "seed": args.seed,
                                    "lr": args.lr, "dataset": args.data_path, "tf32": args.tf32,
                                    "grad_checkpointing": args.grad_checkpointing, "compile": args.compile,
-                                   "fused_adamw": args.fused_adamw,
-                                   "num_workers": args.num_workers}.items() if v is not None}
+                                   "fused_adamw": args.fused_adamw, "num_workers": args.num_workers}.items()
+                 if v is not None}
     if overrides:
         config = config.replace(**overrides)
     dataset = load_latent_cache(args.latents) if args.latents else None
@@ -119,11 +119,11 @@ def _cmd_sample(args) -> int:
     classes = args.classes if args.classes else list(range(model.num_classes))
     labels = torch.tensor([c for c in classes for _ in range(args.per_class)])
     steps = sampling_steps(args.num_sampling_steps, train_cfg)          # checked before any sampling work
-    cfg_scale = args.cfg_scale if args.cfg_scale is not None else train_cfg.get("sample_cfg_scale", 1.0)
+    cfg_scale, interval = sampling_guidance(args.cfg_scale, args.guidance_interval, train_cfg)
     start = time.perf_counter()
     # A latent model samples latents, then the VAE decodes them (§3.1); pixels are clipped at each step.
     images = pretrained.sample(labels, num_sampling_steps=steps, sampler=args.sampler, cfg_scale=cfg_scale,
-                               seed=args.seed, guided_channels=args.guided_channels,
+                               seed=args.seed, guided_channels=args.guided_channels, guidance_interval=interval,
                                clip_denoised=pretrained.codec is None and not args.no_clip, precision=args.precision)
     elapsed = time.perf_counter() - start
     out = Path(args.out)
@@ -132,8 +132,8 @@ def _cmd_sample(args) -> int:
     else:
         nrow = args.per_class if len(classes) > 1 and args.per_class > 1 else min(len(labels), 10)
         written = [save_grid(images, out, nrow=nrow, scale=args.scale), save_npz(images, labels, out.with_suffix(".npz"))]
-    print(f"{len(labels)} samples ({args.sampler}, {steps} steps, cfg {cfg_scale}, seed {args.seed}) "
-          f"in {elapsed:.1f}s -> {', '.join(map(str, written))}")
+    print(f"{len(labels)} samples ({args.sampler}, {steps} steps, {guidance_text(cfg_scale, interval)}, "
+          f"seed {args.seed}) in {elapsed:.1f}s -> {', '.join(map(str, written))}")
     return 0
 
 
@@ -201,15 +201,15 @@ def _cmd_fid(args) -> int:
             raise ConfigError(f"{args.ckpt} samples {model.in_channels}-channel latents: pass --vae NAME_OR_PATH "
                               "(e.g. fmnist-vae) to decode them to images")
         steps = sampling_steps(args.num_sampling_steps, train_cfg)          # checked before any sampling work
-        cfg_scale = args.cfg_scale if args.cfg_scale is not None else train_cfg.get("sample_cfg_scale", 1.0)
+        cfg_scale, interval = sampling_guidance(args.cfg_scale, args.guidance_interval, train_cfg)
         # A latent DiT (§3.1): each batch is decoded; the official latent sampler does not clip.
-        samples = sample_for_fid(model, num_samples, cfg_scale=cfg_scale, num_sampling_steps=steps,
-                                 sampler=args.sampler, seed=args.seed, batch_size=args.batch_size,
-                                 noise_schedule=train_cfg.get("noise_schedule", "linear"),
+        samples = sample_for_fid(model, num_samples, cfg_scale=cfg_scale, guidance_interval=interval,
+                                 num_sampling_steps=steps, sampler=args.sampler, seed=args.seed,
+                                 batch_size=args.batch_size, noise_schedule=train_cfg.get("noise_schedule", "linear"),
                                  diffusion_steps=train_cfg.get("diffusion_steps", 1000), precision=args.precision,
                                  decode=codec.decode if codec is not None else None, clip_denoised=codec is None)
         sample_precision = resolve_precision(args.precision, device, announce=False).precision
-        what = f"{args.ckpt} ({args.sampler}, {steps} steps, cfg {cfg_scale}, {sample_precision})"
+        what = f"{args.ckpt} ({args.sampler}, {steps} steps, {guidance_text(cfg_scale, interval)}, {sample_precision})"
     if args.npz:
         print(f"samples -> {save_adm_npz(samples, args.npz)} (ADM layout)")
     result = compute_metrics(samples, reference=args.reference, extractor=args.extractor,
@@ -229,12 +229,12 @@ def _cmd_sample_fid(args) -> int:
     device = run_device(accelerator, args.device)
     model, train_cfg, codec = load_for_sampling(args.ckpt, args.weights, device, args.vae, args.model)
     steps = sampling_steps(args.num_sampling_steps, train_cfg)          # checked before any sampling work
-    cfg_scale = args.cfg_scale if args.cfg_scale is not None else train_cfg.get("sample_cfg_scale", 1.0)
+    cfg_scale, interval = sampling_guidance(args.cfg_scale, args.guidance_interval, train_cfg)
     out = Path(args.out)
     start = time.perf_counter()
     result = sample_fid_images(
         model, out, args.num_samples, accelerator=accelerator, cfg_scale=cfg_scale, num_sampling_steps=steps,
-        sampler=args.sampler, seed=args.seed, batch_size=args.batch_size,
+        sampler=args.sampler, seed=args.seed, batch_size=args.batch_size, guidance_interval=interval,
         decode=codec.decode if codec is not None else None, progress=accelerator.is_main_process,
         noise_schedule=train_cfg.get("noise_schedule", "linear"), diffusion_steps=train_cfg.get("diffusion_steps", 1000),
         guided_channels=args.guided_channels, clip_denoised=codec is None, precision=args.precision)
@@ -244,12 +244,12 @@ def _cmd_sample_fid(args) -> int:
         return 0
     npz = collect_fid_npz(out, args.num_samples)
     elapsed = time.perf_counter() - start
-    print(f"{args.num_samples} samples ({args.sampler}, {steps} steps, cfg {cfg_scale}, seed {args.seed}) on "
-          f"{accelerator.num_processes} process(es) in {elapsed:.0f}s -> {out / 'samples'} and {npz}")
+    print(f"{args.num_samples} samples ({args.sampler}, {steps} steps, {guidance_text(cfg_scale, interval)}, "
+          f"seed {args.seed}) on {accelerator.num_processes} process(es) in {elapsed:.0f}s -> {out / 'samples'} and {npz}")
     summary = {"ckpt": str(args.ckpt), "num_samples": args.num_samples, "sampler": args.sampler, "steps": steps,
-               "cfg_scale": cfg_scale, "guided_channels": args.guided_channels, "seed": args.seed,
-               "processes": accelerator.num_processes, "sampling_time_s": round(elapsed, 1), "npz": str(npz),
-               "written_by_rank0": len(result["written"])}
+               "cfg_scale": cfg_scale, "guidance_interval": interval, "guided_channels": args.guided_channels,
+               "seed": args.seed, "processes": accelerator.num_processes, "sampling_time_s": round(elapsed, 1),
+               "npz": str(npz), "written_by_rank0": len(result["written"])}
     if not args.no_fid:
         summary.update(compute_metrics(npz, reference=args.reference, extractor=args.extractor, seed=args.seed,
                                        device=device, inception_weights=args.inception_weights))
@@ -276,6 +276,8 @@ def _sampling_flags(p, cfg_help: str, steps_help: str) -> None:
     """The flags of every command that samples a checkpoint: guidance, steps, sampler, seed, weights, precision."""
     p.add_argument("--cfg-scale", type=float, default=None, help=cfg_help)
     p.add_argument("--num-sampling-steps", type=int, default=None, help=steps_help)
+    p.add_argument("--guidance-interval", type=int, nargs=2, metavar=("LO", "HI"), default=None, help="guide only "
+                   "steps with LO <= t <= HI (default: every step; the checkpoint's interval without --cfg-scale)")
     p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weights", choices=["ema", "model"], default="ema")

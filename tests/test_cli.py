@@ -49,12 +49,40 @@ def test_train_then_sample_from_the_command_line(tmp_path):
     (("sample", "--ckpt", "no/such/checkpoint"), "no checkpoint at no/such/checkpoint"),
     (("sample", "--ckpt", str(SHIPPED), "--num-sampling-steps", "0"), "sampling steps must be a whole number from 1 to 1000"),
     (("fid", "--ckpt", str(SHIPPED), "--num-sampling-steps", "1001"), "got 1001"),
+    (("sample", "--ckpt", str(SHIPPED), "--guidance-interval", "400", "300"), "guidance_interval must satisfy 0 <= lo <= hi < 1000"),
 ])
 def test_bad_input_gives_a_one_line_error_not_a_traceback(args, message):
     out = run(*args)
     assert out.returncode == 2
     assert message in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_the_checkpoints_guidance_interval_goes_with_its_guidance_scale(tmp_path):
+    from ditlib.sample import sampling_guidance
+
+    cfg = {"sample_cfg_scale": 3.0, "sample_guidance_interval": [0, 300]}
+    assert sampling_guidance(None, None, cfg) == (3.0, (0, 300))
+    assert sampling_guidance(4.0, None, cfg) == (4.0, None)                 # a scale of your own: every step
+    assert sampling_guidance(4.0, [10, 20], cfg) == (4.0, (10, 20))
+    assert sampling_guidance(None, None, {"sample_cfg_scale": 2.0}) == (2.0, None)
+    assert sampling_guidance(None, None, {}) == (1.0, None)
+    latent = str(ROOT / "data" / "checkpoints" / "fmnist-latent-DiT-T-2")          # stores guidance 3 on t <= 300
+    out = run("sample", "--ckpt", latent, "--classes", "5", "--per-class", "1", "--num-sampling-steps", "2",
+              "--out", str(tmp_path / "a.png"))
+    assert out.returncode == 0, out.stderr
+    assert "cfg 3 for 0 <= t <= 300" in out.stdout
+    out = run("sample", "--ckpt", latent, "--classes", "5", "--per-class", "1", "--num-sampling-steps", "2",
+              "--cfg-scale", "2", "--out", str(tmp_path / "b.png"))
+    assert out.returncode == 0, out.stderr
+    assert "cfg 2," in out.stdout and "<= t <=" not in out.stdout
+    from ditlib.sample import Pretrained
+    pretrained, rows = Pretrained.load(latent), []
+    forward = pretrained.model.forward
+    pretrained.model.forward = lambda x, t, y: rows.append(len(x)) or forward(x, t, y)
+    pretrained.sample([5], num_sampling_steps=2, sampler="ddim", progress=False)       # DDIM 2: t = 500, then 0
+    pretrained.sample([5], num_sampling_steps=2, sampler="ddim", cfg_scale=3.0, progress=False)
+    assert rows == [1, 2, 2, 2]          # the stored interval guides only t = 0; a scale of your own, every step
 
 
 def test_shipped_checkpoint_has_a_manifest_and_loads():

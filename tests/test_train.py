@@ -232,6 +232,28 @@ def test_sampling_refuses_bad_labels_and_scales():
         sample_images(model, [1], num_sampling_steps=2, sampler="euler", progress=False)
 
 
+def test_guidance_interval_guides_only_the_steps_inside_it():
+    model = _random_model()
+    kw = dict(num_sampling_steps=8, sampler="ddim", progress=False, seed=5)   # DDIM 8: t = 0, 125, ..., 875
+    calls = []
+    forward = model.forward
+    model.forward = lambda x, t, y: calls.append((int(t[0]), len(x), int(y.max()))) or forward(x, t, y)
+    guided = sample_images(model, [0, 1, 2], cfg_scale=3.0, guidance_interval=(200, 700), **kw)
+    assert [c[0] for c in calls] == [875, 750, 625, 500, 375, 250, 125, 0]
+    for t, rows, top_label in calls:                  # inside: [conditional; null class]; outside: 3 rows only
+        assert (rows, top_label == model.num_classes) == ((6, True) if 200 <= t <= 700 else (3, False)), t
+    model.forward = forward
+    every = sample_images(model, [0, 1, 2], cfg_scale=3.0, **kw)
+    assert torch.equal(sample_images(model, [0, 1, 2], cfg_scale=3.0, guidance_interval=(0, 999), **kw), every)
+    unguided = sample_images(model, [0, 1, 2], cfg_scale=1.0, **kw)
+    assert torch.allclose(sample_images(model, [0, 1, 2], cfg_scale=3.0, guidance_interval=(1, 100), **kw),
+                          unguided, atol=1e-6)        # no step of DDIM 8 lies in [1, 100]
+    assert not torch.allclose(guided, every, atol=1e-4) and not torch.allclose(guided, unguided, atol=1e-4)
+    for bad in [(700, 200), (-1, 10), (0, 1000), (5,), "ab"]:
+        with pytest.raises(ValueError, match="guidance_interval"):
+            sample_images(model, [1], cfg_scale=2.0, guidance_interval=bad, **kw)
+
+
 def test_saved_grid_and_npz_have_the_expected_layout(tmp_path):
     images = torch.linspace(-1, 1, 6 * 32 * 32).reshape(6, 1, 32, 32)
     arr = to_uint8(images)
@@ -253,19 +275,23 @@ def test_the_default_config_is_the_shipped_default_model():
     stem = ROOT / "data" / "checkpoints" / SHIPPED_MODELS[0]
     assert SHIPPED_MODELS[0] == DEFAULT_CONFIG.replace("/", "-")
     manifest = json.loads(stem.with_suffix(".manifest.json").read_text())
-    config = get_config(DEFAULT_CONFIG).to_dict()
+    config = json.loads(json.dumps(get_config(DEFAULT_CONFIG).to_dict()))      # as stored: tuples become lists
     differ = {k for k in config if manifest["train_config"].get(k) != config[k]}
     assert differ <= {"precision", "snapshot_every"}, differ
     assert manifest["steps"] == config["max_steps"] and manifest["command"].startswith("python -m ditlib train")
     _, meta = ckpt.load_checkpoint(stem)
     assert meta["step"] == manifest["steps"]
+    for key in ("sample_cfg_scale", "sample_guidance_interval"):      # the sampling the README's FID is measured with
+        assert meta["train_config"].get(key) == manifest["train_config"][key] == config[key], key
 
 
 def test_the_paper_recipe_differs_from_the_default_only_in_its_optimisation():
     default, paper = get_config(DEFAULT_CONFIG).to_dict(), get_config("fmnist-latent-DiT-T/2-paper").to_dict()
     differ = {k for k in default if default[k] != paper[k]}
     assert differ == {"name", "notes", "batch_size", "lr", "warmup_steps", "grad_clip", "lr_schedule", "min_snr_gamma",
-                      "ema_decay", "ema_warmup", "max_steps", "ckpt_every"}
+                      "ema_decay", "ema_warmup", "max_steps", "ckpt_every",
+                      "sample_cfg_scale", "sample_guidance_interval"}    # and the paper guides every step
+    assert paper["sample_guidance_interval"] is None
     assert (paper["lr"], paper["batch_size"], paper["ema_decay"], paper["lr_schedule"]) == (1e-4, 256, 0.9999, "constant")
     assert paper["batch_size"] * paper["max_steps"] == default["batch_size"] * default["max_steps"]   # equal images
 
