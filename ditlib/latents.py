@@ -73,10 +73,18 @@ def cache_key(codec, dataset_id: dict, precision: str = "fp32") -> str:
 #                         Encoding a dataset, once                               #
 #################################################################################
 
-def encode_dataset(codec, dataset, batch_size: int = 256, progress: bool = True, precision: str = "fp32") -> dict:
+ENCODE_BATCH = 64
+"""Images per encoder call (128 rows with their flips). Small batches in channels-last layout encode the
+60k Fashion-MNIST images about 2.5× faster on a 2-core CPU than batches of 256 in the default layout
+(measured 2026-12-01: ~2,300–2,600 against ~900 img/s in fp32), because the activations stay in cache."""
+
+
+def encode_dataset(codec, dataset, batch_size: int = ENCODE_BATCH, progress: bool = True,
+                   precision: str = "fp32") -> dict:
     """Posteriors of every image and of its mirror image, the encoder under `precision` autocast.
 
     Returns {"mean", "std": float16 (N, 2, C, h, w) (index 1 of dim 1 is the left-right flip), "labels": int64 (N,)}.
+    The encoder runs in channels-last layout meanwhile (the same numbers up to float rounding; see ENCODE_BATCH).
     """
     from tqdm.auto import tqdm
 
@@ -87,17 +95,23 @@ def encode_dataset(codec, dataset, batch_size: int = 256, progress: bool = True,
     precision = resolve_precision(precision, device).precision
     means, stds, labels = [], [], []
     indices = torch.arange(len(dataset))
-    for chunk in tqdm(indices.split(batch_size), desc=f"encode {len(dataset)} images ×2 flips", disable=not progress):
-        x, y = get_batch(dataset, chunk)                                 # (B, C_in, S, S)
-        with autocast(device, precision):
-            q = codec.encode(torch.cat([x, x.flip(-1)]))                 # (2B, C, h, w)
-        means.append(torch.stack(q.mean.cpu().chunk(2), dim=1).half())   # (B, 2, C, h, w)
-        stds.append(torch.stack(q.std.cpu().chunk(2), dim=1).half())
-        labels.append(y.to(torch.int64))
-    return {"mean": torch.cat(means), "std": torch.cat(stds), "labels": torch.cat(labels)}
+    codec.vae.to(memory_format=torch.channels_last)
+    try:
+        for chunk in tqdm(indices.split(batch_size), desc=f"encode {len(dataset)} images ×2 flips",
+                          disable=not progress, mininterval=1.0):
+            x, y = get_batch(dataset, chunk)                                 # (B, C_in, S, S)
+            x = torch.cat([x, x.flip(-1)]).contiguous(memory_format=torch.channels_last)
+            with autocast(device, precision):
+                q = codec.encode(x)                                          # (2B, C, h, w)
+            means.append(torch.stack(q.mean.cpu().chunk(2), dim=1).half())   # (B, 2, C, h, w)
+            stds.append(torch.stack(q.std.cpu().chunk(2), dim=1).half())
+            labels.append(y.to(torch.int64))
+    finally:
+        codec.vae.to(memory_format=torch.contiguous_format)
+    return {"mean": torch.cat(means).contiguous(), "std": torch.cat(stds).contiguous(), "labels": torch.cat(labels)}
 
 
-def load_or_encode(codec, dataset, cache_dir=None, dataset_id: dict | None = None, batch_size: int = 256,
+def load_or_encode(codec, dataset, cache_dir=None, dataset_id: dict | None = None, batch_size: int = ENCODE_BATCH,
                    progress: bool = True, precision: str = "auto") -> "LatentDataset":
     """The `LatentDataset` of `dataset` under `codec`, read from the cache if a valid entry exists, else
     encoded and stored (atomically, via ditlib.checkpoints) as `<cache_dir>/<name>-<key[:16]>.*`."""
@@ -139,7 +153,7 @@ def load_latent_cache(path) -> "LatentDataset":
 
 
 def build_latent_dataset(vae="fmnist-vae", dataset="fashion-mnist", split: str = "train", image_size: int | None = None,
-                         cache_dir=None, device=None, batch_size: int = 256, progress: bool = True,
+                         cache_dir=None, device=None, batch_size: int = ENCODE_BATCH, progress: bool = True,
                          precision: str = "auto") -> "LatentDataset":
     """One call from names to a training set of latents: load the VAE (`ditlib.vae.load_vae`: a shipped
     name, checkpoint, Hub id or folder, or a `LatentCodec`), build the image dataset

@@ -94,8 +94,16 @@ def run_config(model: str, block: str, settings: Settings) -> TrainConfig:
         name=f"experiments/{run_name(model, block)}", model=model, block=block, max_steps=settings.steps,
         batch_size=settings.batch_size, seed=settings.seed, ckpt_every=settings.eval_every,
         log_every=min(50, settings.eval_every), sample_steps=settings.sampling_steps,
-        sample_cfg_scale=settings.cfg_scale,
+        sample_cfg_scale=settings.cfg_scale, sample_guidance_interval=None,     # the grids guide every step
         notes=f"{model} with {block} blocks on fmnist-vae latents ({BASE_CONFIG} otherwise)")
+
+
+def same_config(recorded: dict, config: TrainConfig) -> bool:
+    """Whether a run's recorded train_config is `config`; a field added to TrainConfig since the record was
+    written (absent from it) counts as its default, so older records stay valid."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    as_stored = lambda d: json.loads(json.dumps(d))  # noqa: E731  (tuples become lists, as in the JSON)
+    return as_stored({**defaults, **recorded}) == as_stored(config.to_dict())
 
 
 def model_facts(config: TrainConfig) -> dict:
@@ -251,7 +259,7 @@ def run_one(model: str, block: str, settings: Settings, out: Path, work: Path, e
     path, run_dir = out / RUNS_DIR / f"{name}.json", work / name
     record = json.loads(path.read_text()) if path.exists() else None
     if record is not None:
-        if record["settings"] != settings.to_dict() or record["train_config"] != config.to_dict():
+        if record["settings"] != settings.to_dict() or not same_config(record["train_config"], config):
             raise ValueError(f"{path} was made with other settings ({record['settings']}); delete it (and "
                              f"{run_dir}) to redo the run, or pass another --out and --work")
         if record["complete"]:

@@ -60,8 +60,8 @@ def main(argv=None) -> int:
                 extra = ["--guidance-interval", *interval] if interval else []
                 result = readme_fid(args.ckpt, args.num_samples, scale, args.steps, seed,
                                     json_path=args.out / "last-fid.json", extra_args=extra)
-                row.update({k: result[k] for k in ("fid", "kid_mean", "precision", "recall", "command", "time_s")
-                            if k in result})
+                row.update({k: result[k] for k in ("fid", "kid_mean", "isc_mean", "precision", "recall", "command",
+                                                   "time_s") if k in result})
                 done["rows"].append(row)
                 print(f"cfg {scale:g}, {label(interval)}, seed {seed}: FID {row['fid']:.2f} ({row['time_s']} s)",
                       flush=True)

@@ -2,7 +2,8 @@
 
 Trains a config exactly as `python -m ditlib train --config NAME` does, with `snapshot_every` set so that the
 EMA weights are kept every few minutes (`out/snapshots/step-*`), then measures FID-FMNIST of every snapshot as
-the README's table does (`python -m ditlib fid`: N = 1,000, DDIM 50 steps, guidance 2, seed 0) and plots FID
+the README's table does (`python -m ditlib fid`: N = 1,000, DDIM 50 steps, seed 0, the config's guidance: for the
+default, 3 on the steps t ≤ 300; `--cfg-scale`/`--guidance-interval` choose another) and plots FID
 against the training time recorded in each snapshot. A second run of the command resumes: the training from its
 last checkpoint, the FIDs from the JSON (a snapshot already measured is not measured again).
 
@@ -27,12 +28,14 @@ from common import command_line, readme_fid  # noqa: E402
 from ditlib import checkpoints as ckpt  # noqa: E402
 from ditlib.configs import DEFAULT_CONFIG, get_config  # noqa: E402
 from ditlib.runtime import hardware_summary  # noqa: E402
+from ditlib.sample import sampling_guidance  # noqa: E402
 from ditlib.train import list_snapshots, train  # noqa: E402
 
 
-def measure(snapshot: Path, num_samples: int, cfg_scale: float, steps: int, seed: int = 0) -> dict:
+def measure(snapshot: Path, num_samples: int, cfg_scale: float, steps: int, seed: int = 0, interval=None) -> dict:
     """FID-FMNIST (and KID, IS, precision/recall) of one snapshot as the README measures it."""
-    result = readme_fid(snapshot, num_samples, cfg_scale, steps, seed)
+    extra = ["--guidance-interval", *interval] if interval else []
+    result = readme_fid(snapshot, num_samples, cfg_scale, steps, seed, extra_args=extra)
     return {"fid": result["fid"], "kid": result.get("kid_mean"), "isc": result.get("isc_mean"),
             "precision": result.get("precision"), "recall": result.get("recall"), "n": result.get("n", num_samples),
             "eval_wall_s": result["eval_wall_s"], "command": result["command"]}
@@ -77,7 +80,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "quality-curve", help="the run folder")
     parser.add_argument("--fid-samples", type=int, default=1000)
     parser.add_argument("--final-fid-samples", type=int, default=0, help="also measure the last snapshot at this N (e.g. 10000)")
-    parser.add_argument("--cfg-scale", type=float, default=2.0)
+    parser.add_argument("--cfg-scale", type=float, default=None, help="default: the config's sample_cfg_scale")
+    parser.add_argument("--guidance-interval", type=int, nargs=2, default=None, metavar=("LO", "HI"),
+                        help="default: the config's sample_guidance_interval when --cfg-scale is not given")
     parser.add_argument("--sampling-steps", type=int, default=50)
     parser.add_argument("--floor", type=float, default=0.63, help="FID floor drawn on the plot (README: 0.63 at N = 1,000)")
     parser.add_argument("--target", type=float, default=4.0, help="goal line on the plot (issue 13: 4.0)")
@@ -94,7 +99,12 @@ def main(argv=None) -> int:
     record = json.loads(args.json.read_text()) if args.json.exists() else {}
     if record and record.get("config") != config.name:
         parser.error(f"{args.json} holds the curve of {record.get('config')!r}; pass another --json")
-    record.update({"config": config.name, "train_config": config.to_dict()})
+    cfg_scale, interval = sampling_guidance(args.cfg_scale, args.guidance_interval, config.to_dict())
+    sampling = {"cfg_scale": cfg_scale, "guidance_interval": list(interval) if interval else None,
+                "steps": args.sampling_steps, "sampler": "ddim"}
+    if record and record.get("sampling", sampling) != sampling:
+        parser.error(f"{args.json} was measured with {record['sampling']}, not {sampling}; pass another --json")
+    record.update({"config": config.name, "train_config": config.to_dict(), "sampling": sampling})
     if not args.no_train or "command" not in record:      # --no-train only re-measures and re-plots: keep how it was made
         record.update({"hardware": hardware_summary("cpu"),
                        "command": command_line(__file__, argv)})
@@ -117,18 +127,22 @@ def main(argv=None) -> int:
         meta = ckpt.read_meta(snap)
         if meta["step"] not in done:
             done[meta["step"]] = {"step": meta["step"], "elapsed_s": round(meta["elapsed_s"], 1),
-                                  **measure(snap, args.fid_samples, args.cfg_scale, args.sampling_steps)}
+                                  **measure(snap, args.fid_samples, cfg_scale, args.sampling_steps,
+                                            interval=interval)}
             print(f"step {meta['step']}: {meta['elapsed_s'] / 60:.1f} min, FID {done[meta['step']]['fid']:.2f}", flush=True)
         record["points"] = [done[k] for k in sorted(done)]
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(record, indent=2) + "\n")       # after every point: nothing lost
     last = record["points"][-1]
     if args.final_fid_samples and "fid_10k" not in last:
-        big = measure(snapshots[-1], args.final_fid_samples, args.cfg_scale, args.sampling_steps)
+        big = measure(snapshots[-1], args.final_fid_samples, cfg_scale, args.sampling_steps, interval=interval)
         last.update({"fid_10k": big["fid"], "fid_10k_n": big["n"], "fid_10k_command": big["command"]})
         args.json.write_text(json.dumps(record, indent=2) + "\n")
     precision = (record.get("precision") or {}).get("used", config.precision)
-    title = f"{config.name} ({config.model}), {precision}, batch {config.batch_size}\n{record['hardware']}"
+    guided = f"guidance {cfg_scale:g}" + (f" on t ≤ {interval[1]}" if interval and interval[0] == 0 else
+                                          f" on {interval[0]} ≤ t ≤ {interval[1]}" if interval else "")
+    title = (f"{config.name} ({config.model}), {precision}, batch {config.batch_size}; DDIM {args.sampling_steps}, "
+             f"{guided}\n{record['hardware']}")
     plot(record["points"], args.plot, title, args.floor, args.target)
     print(f"{args.json}\n{args.plot}")
     return 0

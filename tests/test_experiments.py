@@ -186,7 +186,8 @@ def test_quality_curve_measures_every_snapshot_once_and_plots_fid_against_time(t
     assert [p["step"] for p in record["points"]] == [10, 20]                  # debug: 20 steps
     assert 0 < record["points"][0]["elapsed_s"] <= record["points"][1]["elapsed_s"]
     assert all(p["fid"] > 0 and p["n"] == 40 for p in record["points"])
-    assert "--num-samples 40 --num-sampling-steps 4 --sampler ddim --cfg-scale 2" in record["points"][0]["command"]
+    assert "--num-samples 40 --num-sampling-steps 4 --sampler ddim --cfg-scale 1.5" in record["points"][0]["command"]
+    assert record["sampling"] == {"cfg_scale": 1.5, "guidance_interval": None, "steps": 4, "sampler": "ddim"}
     assert record["train_config"]["snapshot_every"] == 10 and record["steps"] == 20
     assert (tmp_path / "curve.png").stat().st_size > 10_000
     fid_record = json.loads((tmp_path / "run" / "snapshots" / "step-0000010.fid40.json").read_text())
@@ -197,3 +198,35 @@ def test_quality_curve_measures_every_snapshot_once_and_plots_fid_against_time(t
     assert "--no-train" not in json.loads((tmp_path / "curve.json").read_text())["command"]   # how it was made stays
     with pytest.raises(SystemExit):                                            # another config's curve is refused
         quality_curve.main(["--config", "fmnist-DiT-T/2", "--no-train"] + args[2:])
+    with pytest.raises(SystemExit):                                            # so is other sampling
+        quality_curve.main(args + ["--no-train", "--cfg-scale", "3", "--guidance-interval", "0", "300"])
+
+
+def test_guidance_sweep_measures_each_setting_once_with_the_fid_command(tmp_path, monkeypatch):
+    import guidance_sweep
+
+    assert guidance_sweep.parse_interval("all") is None and guidance_sweep.parse_interval("0:300") == (0, 300)
+    with pytest.raises(Exception, match="LO:HI"):
+        guidance_sweep.parse_interval("300")
+    ckpt = str(EXPERIMENTS.parent / "data" / "checkpoints" / "fmnist-latent-DiT-T-2")
+    args = ["--ckpt", ckpt, "--scales", "3", "--intervals", "all", "0:300", "--num-samples", "40", "--steps", "4",
+            "--out", str(tmp_path)]
+    assert guidance_sweep.main(args) == 0
+    rows = json.loads((tmp_path / "guidance_sweep.json").read_text())["rows"]
+    assert [r["interval"] for r in rows] == [None, [0, 300]] and all(r["fid"] > 0 for r in rows)
+    assert rows[1]["command"].endswith("--cfg-scale 3 --seed 0 --guidance-interval 0 300")
+    assert "--guidance-interval" not in rows[0]["command"]
+    assert "| 3 | 0 ≤ t ≤ 300 | 0 |" in (tmp_path / "guidance_sweep.md").read_text()
+    monkeypatch.setattr(guidance_sweep, "readme_fid", lambda *a, **k: pytest.fail("measured a setting again"))
+    assert guidance_sweep.main(args) == 0
+
+
+def test_a_record_written_before_a_config_field_existed_still_matches_its_config():
+    settings = common.Settings(steps=4, eval_every=2, fid_samples=32, sampling_steps=2)
+    config = common.run_config(GRID_CELL, "adaLN-Zero", settings)
+    recorded = json.loads(json.dumps(config.to_dict()))
+    assert common.same_config(recorded, config)
+    del recorded["sample_guidance_interval"]                   # a field added later, at its default: still the same
+    assert common.same_config(recorded, config)
+    assert not common.same_config({**recorded, "lr": 1.0}, config)
+    assert not common.same_config({**recorded, "sample_guidance_interval": [0, 300]}, config)

@@ -137,3 +137,19 @@ def test_the_encoders_precision_is_part_of_the_cache_key(cached, tmp_path):
     assert bf16.path != fp32.path
     assert latents.cache_key(codec, dataset_identity(images), "fp32") != latents.cache_key(codec, dataset_identity(images), "bf16")
     torch.testing.assert_close(bf16.posterior_mean(torch.arange(4)), fp32.posterior_mean(torch.arange(4)), atol=0.1, rtol=0.1)
+
+
+def test_encoding_in_small_channels_last_batches_gives_each_images_own_posterior():
+    """encode_dataset's layout and batch size are a speed choice only: every image's stored posterior is what
+    the encoder gives that image alone in the default layout (up to the cache's float16), and the VAE is left as
+    it was found."""
+    codec, images = tiny_codec(), small_images(count=10)
+    out = latents.encode_dataset(codec, images, batch_size=4, progress=False)       # batches of 4, 4, 2
+    for i in (0, 5, 9):
+        x = images.get_batch(torch.tensor([i]))[0]
+        for side, view in enumerate((x, x.flip(-1))):
+            q = codec.encode(view)
+            torch.testing.assert_close(out["mean"][i, side].float(), q.mean[0], atol=2e-3, rtol=2e-3)
+            torch.testing.assert_close(out["std"][i, side].float(), q.std[0], atol=2e-3, rtol=2e-3)
+    assert out["labels"].tolist() == images.labels[:10].tolist()
+    assert all(p.is_contiguous() for p in codec.vae.parameters())

@@ -129,11 +129,11 @@ def grade_capstone(checkpoint, device=None) -> CapstoneReport:
     checkpoint: a ditlib checkpoint (STEM, STEM.json or STEM.safetensors, e.g. the `export_run` of your run)
     or a shipped name. It must be a class-conditional Fashion-MNIST DiT (pixels or latents of a ditlib VAE).
     Sampling follows `python -m ditlib fid` with `capstone_settings()` and the checkpoint's guidance
-    scale, so the numbers agree with that command. Over the compute budget scores 0 without sampling.
+    (its scale and, if it stores one, its interval), so the numbers agree with that command. Over the compute budget scores 0 without sampling.
     """
     from ..evaluate import compute_metrics, sample_for_fid
     from ..flops import gflops
-    from ..sample import Pretrained
+    from ..sample import Pretrained, guidance_text, sampling_guidance
 
     start = time.perf_counter()
     pretrained = Pretrained.load(str(checkpoint), device=device)
@@ -147,7 +147,7 @@ def grade_capstone(checkpoint, device=None) -> CapstoneReport:
     model_gflops = gflops(model)
     tflops = training_tflops(model_gflops, cfg["batch_size"], meta["step"])
     settings = capstone_settings()
-    cfg_scale = float(cfg.get("sample_cfg_scale", 1.0))
+    cfg_scale, interval = sampling_guidance(None, None, cfg)     # the checkpoint's guidance, with its interval
     max_points = sum(p for _, p in CAPSTONE_BANDS)
     what = (f"{cfg.get('model', 'DiT')} {model.block} {'latent' if pretrained.codec is not None else 'pixel'}, "
             f"{tflops:.0f} of {CAPSTONE_BUDGET_TFLOPS:g} Tflops")
@@ -161,7 +161,7 @@ def grade_capstone(checkpoint, device=None) -> CapstoneReport:
         with warnings.catch_warnings():            # a grade cell that writes to stderr gets no points
             warnings.simplefilter("ignore")
             samples = sample_for_fid(
-                model, settings["num_samples"], cfg_scale=cfg_scale,
+                model, settings["num_samples"], cfg_scale=cfg_scale, guidance_interval=interval,
                 num_sampling_steps=settings["num_sampling_steps"], sampler=settings["sampler"],
                 seed=settings["seed"], batch_size=settings["batch_size"], progress=False,
                 noise_schedule=cfg.get("noise_schedule", "linear"), diffusion_steps=cfg.get("diffusion_steps", 1000),
@@ -172,7 +172,7 @@ def grade_capstone(checkpoint, device=None) -> CapstoneReport:
         points = capstone_points(fid)
         missed = [threshold for threshold, _ in capstone_bands() if fid > threshold]
         message = (f"FID-FMNIST {fid:.2f} ({settings['num_samples']} samples, {settings['num_sampling_steps']} "
-                   f"DDIM steps, guidance {cfg_scale:g}) → {points}/{max_points} points ({what})"
+                   f"DDIM steps, {guidance_text(cfg_scale, interval)}) → {points}/{max_points} points ({what})"
                    + (f"; the next band starts at FID ≤ {missed[0]:g}" if missed else ""))
     return CapstoneReport(
         checkpoint=str(checkpoint), model=cfg.get("model", "DiT"), block=model.block,
