@@ -79,7 +79,8 @@ def sampling_steps(requested, train_config: dict) -> int:
 @torch.no_grad()
 def sample_images(model: DiT, labels, *, num_sampling_steps: int = 250, sampler: str = "ddpm",
                   cfg_scale: float = 1.0, seed=0, guided_channels: int | None = None,
-                  guidance_interval: tuple[int, int] | None = None, noise_schedule: str = "linear", diffusion_steps: int = 1000, clip_denoised: bool = True,
+                  guidance_interval: tuple[int, int] | None = None, noise_schedule: str = "linear",
+                  diffusion_steps: int = 1000, clip_denoised: bool = True,
                   eta: float = 0.0, precision: str = "auto", progress: bool = True,
                   noise: torch.Tensor | None = None) -> torch.Tensor:
     """Generate one image per label. Returns a float tensor (N, C, I, I) in the model's data range.
@@ -90,10 +91,11 @@ def sample_images(model: DiT, labels, *, num_sampling_steps: int = 250, sampler:
     whatever batch it is sampled in (how `ditlib.distributed` splits FID sampling over processes).
     `clip_denoised` clips x̂_0 to [−1, 1] at each step (right for pixels; the official latent sampler
     does not clip). `guidance_interval=(lo, hi)` guides only the steps whose timestep t (of the
-    diffusion's T) lies in [lo, hi] and runs the other steps on the conditional half alone, which is both
-    cheaper and, at small and large t, better (Kynkäänniemi et al. 2024, "Applying guidance in a limited
-    interval"; not in the DiT paper, which guides every step). `precision="auto"` runs the model in bf16 only where the hardware computes it
-    natively (`ditlib.runtime.resolve_precision`), else fp32.
+    diffusion's T) lies in [lo, hi] and runs the other steps on the conditional half alone: cheaper, and
+    better where guidance at high noise would pull every sample of a class toward one layout (Kynkäänniemi
+    et al. 2024, "Applying guidance in a limited interval"; the DiT paper guides every step).
+    `precision="auto"` runs the model in bf16 only where the hardware computes it natively
+    (`ditlib.runtime.resolve_precision`), else fp32.
     """
     if sampler not in SAMPLERS:
         raise ConfigError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
@@ -138,7 +140,7 @@ def sample_images(model: DiT, labels, *, num_sampling_steps: int = 250, sampler:
 
     def model_fn(x, t, y):
         with autocast(device, precision):
-            if not use_cfg or lo <= int(t[0]) <= hi:                     # every row of t is the same step
+            if not use_cfg or guidance_interval is None or lo <= int(t[0]) <= hi:   # all rows: one step
                 return forward(x, t, y).float()
             out = model.forward(x[:n], t[:n], y[:n]).float()             # outside the interval: no guidance,
             return torch.cat([out, out], dim=0)                          # so the null half is not computed

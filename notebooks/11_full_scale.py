@@ -78,14 +78,15 @@ xl2 = get_config("imagenet256-DiT-XL/2")
 small = get_config("fmnist-latent-DiT-T/2")
 for field in ("model", "vae", "image_size", "in_channels", "num_classes", "batch_size", "lr", "warmup_steps",
               "lr_schedule", "grad_clip", "min_snr_gamma", "ema_decay", "precision", "tf32", "max_steps", "sample_steps",
-              "sample_cfg_scale"):
-    print(f"{field:17s} {str(getattr(xl2, field)):28s} {str(getattr(small, field))}")
+              "sample_cfg_scale", "sample_guidance_interval"):
+    print(f"{field:24s} {str(getattr(xl2, field)):28s} {str(getattr(small, field))}")
 assert xl2.lr == 1e-4 and xl2.batch_size == 256 and xl2.ema_decay == 0.9999 and xl2.class_dropout_prob == 0.1
 
 # %% [markdown]
 # The course's runs use a larger learning rate with warm-up and a cosine decay, gradient clipping, min-SNR
 # weighting of the loss and a shorter EMA: a few thousand steps on a CPU need them (lesson 07 and the README
-# give the measured effect of each). The paper's 400K-step runs use none of these.
+# give the measured effect of each). The paper's 400K-step runs use none of these. The small model also samples
+# with guidance only on the steps t ≤ 300 (lesson 09, section 5); the paper guides every step (None).
 #
 # ## 2. The Stable Diffusion VAE
 #
