@@ -138,16 +138,18 @@ def command_line(script=None, argv=None) -> str:
 
 
 def readme_fid(checkpoint, num_samples: int = 1000, cfg_scale: float = 2.0, sampling_steps: int = 50,
-               seed: int = 0, json_path=None, extra_args=()) -> dict:
+               seed: int = 0, json_path=None, guidance_interval=None) -> dict:
     """FID-FMNIST (with KID, IS, precision/recall) of a checkpoint exactly as the README's results table measures
-    it: `python -m ditlib fid` with DDIM, guidance `cfg_scale`, `seed` (and any `extra_args` flags). Returns the command's JSON plus "command"
-    (as typed, without the JSON path) and "eval_wall_s"."""
+    it: `python -m ditlib fid` with DDIM, guidance `cfg_scale` (on the steps of `guidance_interval` only, if given),
+    `seed`. Returns the command's JSON plus "command" (as typed, without the JSON path) and "eval_wall_s"."""
     from ditlib.__main__ import main as ditlib_main
 
     checkpoint = Path(checkpoint)
     json_path = Path(json_path or checkpoint.with_name(f"{checkpoint.name}.fid{num_samples}.json"))
     fid_args = ["fid", "--ckpt", str(checkpoint), "--num-samples", str(num_samples), "--num-sampling-steps",
-                str(sampling_steps), "--sampler", "ddim", "--cfg-scale", f"{cfg_scale:g}", "--seed", str(seed), *map(str, extra_args)]
+                str(sampling_steps), "--sampler", "ddim", "--cfg-scale", f"{cfg_scale:g}", "--seed", str(seed)]
+    if guidance_interval is not None:
+        fid_args += ["--guidance-interval", *map(str, guidance_interval)]
     start = time.perf_counter()
     ditlib_main(fid_args + ["--json", str(json_path)])
     result = json.loads(json_path.read_text())

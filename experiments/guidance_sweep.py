@@ -57,9 +57,8 @@ def main(argv=None) -> int:
                        "num_samples": args.num_samples, "steps": args.steps, "seed": seed}
                 if key(row) in seen:
                     continue
-                extra = ["--guidance-interval", *interval] if interval else []
                 result = readme_fid(args.ckpt, args.num_samples, scale, args.steps, seed,
-                                    json_path=args.out / "last-fid.json", extra_args=extra)
+                                    json_path=args.out / "last-fid.json", guidance_interval=interval)
                 row.update({k: result[k] for k in ("fid", "kid_mean", "isc_mean", "precision", "recall", "command",
                                                    "time_s") if k in result})
                 done["rows"].append(row)

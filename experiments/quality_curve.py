@@ -28,14 +28,13 @@ from common import command_line, readme_fid  # noqa: E402
 from ditlib import checkpoints as ckpt  # noqa: E402
 from ditlib.configs import DEFAULT_CONFIG, get_config  # noqa: E402
 from ditlib.runtime import hardware_summary  # noqa: E402
-from ditlib.sample import sampling_guidance  # noqa: E402
+from ditlib.sample import guidance_text, sampling_guidance  # noqa: E402
 from ditlib.train import list_snapshots, train  # noqa: E402
 
 
 def measure(snapshot: Path, num_samples: int, cfg_scale: float, steps: int, seed: int = 0, interval=None) -> dict:
     """FID-FMNIST (and KID, IS, precision/recall) of one snapshot as the README measures it."""
-    extra = ["--guidance-interval", *interval] if interval else []
-    result = readme_fid(snapshot, num_samples, cfg_scale, steps, seed, extra_args=extra)
+    result = readme_fid(snapshot, num_samples, cfg_scale, steps, seed, guidance_interval=interval)
     return {"fid": result["fid"], "kid": result.get("kid_mean"), "isc": result.get("isc_mean"),
             "precision": result.get("precision"), "recall": result.get("recall"), "n": result.get("n", num_samples),
             "eval_wall_s": result["eval_wall_s"], "command": result["command"]}
@@ -139,10 +138,8 @@ def main(argv=None) -> int:
         last.update({"fid_10k": big["fid"], "fid_10k_n": big["n"], "fid_10k_command": big["command"]})
         args.json.write_text(json.dumps(record, indent=2) + "\n")
     precision = (record.get("precision") or {}).get("used", config.precision)
-    guided = f"guidance {cfg_scale:g}" + (f" on t ≤ {interval[1]}" if interval and interval[0] == 0 else
-                                          f" on {interval[0]} ≤ t ≤ {interval[1]}" if interval else "")
     title = (f"{config.name} ({config.model}), {precision}, batch {config.batch_size}; DDIM {args.sampling_steps}, "
-             f"{guided}\n{record['hardware']}")
+             f"{guidance_text(cfg_scale, interval)}\n{record['hardware']}")
     plot(record["points"], args.plot, title, args.floor, args.target)
     print(f"{args.json}\n{args.plot}")
     return 0

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from test_browser import QUIET_CHROMIUM_FLAGS, _browser, _free_port, _missing, _wait_for_server
+from test_browser import QUIET_CHROMIUM_FLAGS, _free_port, _playwright, _wait_for_server
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(ROOT.glob("notebooks/[0-9][0-9]_*.ipynb")) + sorted(ROOT.glob("assignments/*/*.ipynb"))
@@ -83,13 +83,7 @@ def test_every_lesson_has_a_page_with_its_committed_figures(book):
 
 def test_lesson_page_shows_a_figure_and_its_equations_in_a_browser_offline(book, tmp_path):
     site, _, _ = book
-    browser_path = _browser()
-    if browser_path is None:
-        _missing("no Chromium was found")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing("the `playwright` package is not installed")
+    browser_path, sync_playwright = _playwright()
 
     port = _free_port()
     log = tmp_path / "http.log"
