@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from .classifier import train_classifier
-from .configs import DEFAULT_CONFIG, TRAIN_CONFIGS, get_config
+from .configs import DEFAULT_CONFIG, TRAIN_CONFIGS, build_backbone, get_config
 from .data import FashionMNIST
 from .distributed import make_accelerator, run_device
 from .doctor import run_doctor
@@ -40,7 +40,8 @@ from .evaluate import collect_fid_npz, load_for_sampling, sample_fid_images, sam
 from .flops import PAPER_BLOCK_GFLOPS, block_design_table, gflops
 from .latents import build_latent_dataset, load_latent_cache
 from .metrics import EXTRACTORS, compute_metrics, format_metrics, inception_weights_path, save_adm_npz
-from .models import PAPER_CONFIGS, DiT, DiT_models, DiTConfig
+from .models import PAPER_CONFIGS, DiT_models, DiTConfig
+from .unet import UNET_MATCHED_DIT
 from .runtime import default_device, resolve_precision
 from .sample import Pretrained, guidance_text, sampling_guidance, sampling_steps, save_grid, save_npz
 from .runs import export_run
@@ -61,18 +62,26 @@ def command_line(args) -> str:
 #################################################################################
 
 def _cmd_configs(args) -> int:
-    def params_and_gflops(config: DiTConfig):
+    def params_and_gflops(config):
         with torch.device("meta"):
-            model = DiT(config)
-        return sum(p.numel() for p in model.parameters()), gflops(model)
+            model = build_backbone(config)
+        return sum(p.numel() for p in model.parameters()), gflops(model)   # U-Nets: counted, by the same convention
 
     print("Training configs (python -m ditlib train --config NAME)")
     print(f"  {'name':<20} {'model':<14} {'tokens':>6} {'params':>10} {'Gflops':>8}  notes")
     for name, cfg in TRAIN_CONFIGS.items():
-        params, gf = params_and_gflops(cfg.dit_config())
-        tokens = (cfg.image_size // int(cfg.model.rsplit("/", 1)[1])) ** 2
-        notes = cfg.notes if cfg.block == "adaLN-Zero" else f"[{cfg.block} blocks] {cfg.notes}"
+        params, gf = params_and_gflops(cfg.model_config())
+        tokens = (cfg.image_size // int(cfg.model.rsplit("/", 1)[1])) ** 2 if cfg.family == "DiT" else "-"
+        notes = cfg.notes if cfg.block == "adaLN-Zero" or cfg.family != "DiT" else f"[{cfg.block} blocks] {cfg.notes}"
         print(f"  {name:<20} {cfg.model:<14} {tokens:>6} {params / 1e6:>9.2f}M {gf:>8.3f}  {notes}")
+    print("\nU-Net baseline (ditlib.unet: diffusers' UNet2DModel) against its DiT, on 8×8×4 latents, 10 classes;")
+    print("Gflops of both counted by ditlib.flops.counted_gflops (one flop per multiply-add, the paper's convention)")
+    print(f"  {'U-Net':<8} {'params':>10} {'Gflops':>8}   {'DiT':<9} {'params':>10} {'Gflops':>8}  {'ratio':>6}")
+    for name, dit in UNET_MATCHED_DIT.items():
+        u_params, u_gf = params_and_gflops(get_config(f"fmnist-latent-{name}").model_config())
+        d_params, d_gf = params_and_gflops(get_config(f"fmnist-latent-{dit}").model_config())
+        print(f"  {name:<8} {u_params / 1e6:>9.2f}M {u_gf:>8.4f}   {dit:<9} {d_params / 1e6:>9.2f}M {d_gf:>8.4f}  "
+              f"{u_gf / d_gf:>6.2f}")
     print("\nModel registry (ditlib.models.DiT_models), paper configs at ImageNet 256 (32×32×4 latents, 1000 classes)")
     print(f"  {'name':<14} {'params':>10} {'Gflops':>8}")
     for name in PAPER_CONFIGS:

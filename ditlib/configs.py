@@ -1,8 +1,9 @@
 """Training configurations: one named, explicit entry per experiment (model + data + optimisation).
 
 `python -m ditlib train --config NAME` takes a name from `TRAIN_CONFIGS`; `python -m ditlib configs`
-lists them with parameter counts and Gflops. The model architectures themselves are the registry
-`ditlib.models.DiT_models`; a training config names one of them.
+lists them with parameter counts and Gflops. The model architectures themselves are the registries
+`ditlib.models.DiT_models` and, for the U-Net baseline, `ditlib.unet.UNet_models`; a training config names one
+of them, and `build_backbone(config.model_config())` builds it.
 """
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import dataclasses
 from dataclasses import dataclass
 
 from .errors import ConfigError, UnknownNameError
-from .models import DiTConfig
+from .models import DiT, DiT_models, DiTConfig
+from .unet import FAMILY as UNET_FAMILY
+from .unet import UNet, UNet_models, UNetConfig
 
 
 @dataclass(frozen=True)
@@ -21,7 +24,7 @@ class TrainConfig:
     horizontal flips, class dropout 0.1, learned Σ, linear schedule over 1000 steps.
     """
     name: str
-    model: str                          # a key of ditlib.models.DiT_models
+    model: str                          # a key of ditlib.models.DiT_models (or of ditlib.unet.UNet_models)
     block: str = "adaLN-Zero"           # conditioning design (§3.2): one of ditlib.models.BLOCK_DESIGNS
     dataset: str = "fashion-mnist"      # "fashion-mnist" or a path to an image folder (one sub-folder per class)
     vae: str | None = None              # latent diffusion (§3.1): a VAE name/path for ditlib.vae.load_vae; None = pixels
@@ -91,6 +94,32 @@ class TrainConfig:
                                    num_classes=self.num_classes, class_dropout_prob=self.class_dropout_prob,
                                    learn_sigma=self.learn_sigma, block=self.block)
 
+    @property
+    def family(self) -> str:
+        """ "DiT" or "U-Net" (the baseline of ditlib.unet)."""
+        return UNET_FAMILY if self.model in UNet_models else "DiT"
+
+    def model_config(self) -> DiTConfig | UNetConfig:
+        """The config of the model this trains, of either family: `build_backbone(config.model_config())`."""
+        if self.model in UNet_models:
+            return UNetConfig.from_name(self.model, input_size=self.image_size, in_channels=self.in_channels,
+                                        num_classes=self.num_classes, class_dropout_prob=self.class_dropout_prob,
+                                        learn_sigma=self.learn_sigma)
+        if self.model not in DiT_models:
+            raise UnknownNameError(f"unknown model {self.model!r}; choose a DiT ({', '.join(DiT_models)}) "
+                                   f"or a U-Net ({', '.join(UNet_models)})")
+        return self.dit_config()
+
+
+def build_backbone(config: DiTConfig | UNetConfig):
+    """The model of a config of either family: `DiT(config)` or the U-Net baseline `UNet(config)`."""
+    return UNet(config) if isinstance(config, UNetConfig) else DiT(config)
+
+
+def model_config_from_dict(values: dict) -> DiTConfig | UNetConfig:
+    """A checkpoint's "model_config" back to its config: U-Nets store "family": "U-Net", DiTs nothing."""
+    return UNetConfig.from_dict(values) if values.get("family") == UNET_FAMILY else DiTConfig.from_dict(values)
+
 
 DEFAULT_CONFIG = "fmnist-latent-DiT-T/2"
 
@@ -137,6 +166,17 @@ register(TRAIN_CONFIGS[DEFAULT_CONFIG].replace(
     sample_cfg_scale=2.0, sample_guidance_interval=None,
     notes="the default's model and data with the paper's optimisation (lr 1e-4, batch 256, EMA 0.9999)",
 ))
+
+# DiT against the U-Net (issue 21; experiments/unet_vs_dit.py): the default's data, recipe and sampling with another
+# model. Each U-Net (diffusers' UNet2DModel, ditlib.unet) is matched within 15 % in forward Gflops to one DiT:
+# UNet-S ~ DiT-XS/2, UNet-M ~ DiT-T/2 (the default), UNet-L ~ DiT-M/2.
+for _model, _note in (("DiT-XS/2", "a smaller DiT (4 blocks, width 128)"), ("DiT-M/2", "a larger DiT (8 blocks, width 256)")):
+    register(TRAIN_CONFIGS[DEFAULT_CONFIG].replace(
+        name=f"fmnist-latent-{_model}", model=_model, notes=f"the default's recipe with {_note}, 16 tokens"))
+for _model in UNet_models:
+    register(TRAIN_CONFIGS[DEFAULT_CONFIG].replace(
+        name=f"fmnist-latent-{_model}", model=_model,
+        notes=f"the default's recipe with the U-Net baseline {_model} (diffusers' UNet2DModel)"))
 
 # Pixel space: a 4.2M-parameter DiT on 64 tokens of Fashion-MNIST pixels (the course's default before issue 13).
 # 3500 steps of batch 64 took 26 min on a 2-core CPU with native bf16 (142 img/s); on an AVX2-only CPU, where

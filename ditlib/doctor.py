@@ -22,10 +22,9 @@ import time
 
 import torch
 
-from .configs import DEFAULT_CONFIG, get_config
+from .configs import DEFAULT_CONFIG, build_backbone, get_config
 from .diffusion import create_diffusion
 from .flops import gflops
-from .models import DiT
 from .runtime import autocast, cpu_bf16_probe, cpu_name, default_device, hardware_summary, resolve_precision
 from .train import COMPILE_MIN_STEPS, make_optimizer, update_ema
 
@@ -80,7 +79,7 @@ def build_steps(config_name=None, precision: str = "fp32", batch_size: int | Non
     precision = resolve_precision(precision, device, announce=False).precision
     batch = batch_size or config.batch_size
     torch.manual_seed(0)
-    model = DiT(config.dit_config()).to(device)
+    model = build_backbone(config.model_config()).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = make_optimizer(model.parameters(), config, device)
     diffusion = create_diffusion("", noise_schedule=config.noise_schedule, learn_sigma=config.learn_sigma,

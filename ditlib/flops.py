@@ -26,6 +26,12 @@ pair of per-token, per-channel operations per block (e.g. the two α-gate produc
 to the LayerNorms. `include_norms=False` gives the pure matmul/conv count, which is exactly what
 `torch.utils.flop_counter` measures (`measured_gflops`).
 
+One method for every model family: `counted_gflops` runs one forward pass under torch's `FlopCounterMode`
+(matmuls, convolutions and attention, halved to one flop per multiply-add) and adds one flop per element
+that a LayerNorm or GroupNorm normalises. On every DiT it equals the analytic count above (tests/test_flops.py),
+and it is how the U-Net baseline (`ditlib.unet`: convolutions, GroupNorms, attention) is counted, so that
+the two families compare in the same units.
+
 The four block designs of §3.2 (Figure 5) under the same convention, with T image tokens:
 
 * adaLN-Zero: as above (Table 4);
@@ -43,12 +49,16 @@ Units: flop counts are integers (multiply-adds); `gflops` returns them divided b
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from .models import ADAPTIVE_BLOCKS, BLOCK_DESIGNS, DiT, DiT_models, build_model
+from .configs import build_backbone
 from .errors import ConfigError
+from .models import ADAPTIVE_BLOCKS, BLOCK_DESIGNS, DiT, DiT_models, DiTConfig, build_model
+from .unet import UNet, UNetConfig, UNet_models
 
 # Table 4 of Peebles & Xie (arXiv 2212.09748): Gflops of one forward pass at 256×256
 # (latent 32×32×4, learn_sigma, 1000 classes), adaLN-Zero blocks.
@@ -86,11 +96,15 @@ CONDITIONING_TOKENS = 2       # in-context and cross-attention see t and y as tw
 
 
 def _as_model(model_or_name: DiT | str, input_size: int | None, in_channels: int | None, **model_kwargs) -> DiT:
-    """A DiT to read dimensions from. Names are built on the meta device: no memory, no weights."""
+    """A DiT (or U-Net) to read dimensions from. Names are built on the meta device: no memory, no weights."""
     if isinstance(model_or_name, str):
         overrides = {k: v for k, v in dict(input_size=input_size, in_channels=in_channels).items() if v is not None}
         with torch.device("meta"):
+            if model_or_name in UNet_models:
+                return UNet_models[model_or_name](**overrides, **model_kwargs)
             return build_model(model_or_name, **overrides, **model_kwargs)   # KeyError lists valid names
+    if isinstance(model_or_name, UNet) and not model_kwargs:
+        return model_or_name
     if not isinstance(model_or_name, DiT):
         raise TypeError(f"expected a DiT or a config name such as 'DiT-XL/2', got {type(model_or_name).__name__}")
     if model_kwargs:
@@ -148,9 +162,39 @@ def gflops(model_or_name: DiT | str, input_size: int | None = None, in_channels:
     Reproduces Table 4 for the twelve paper configs to within 0.0064 Gflops, e.g.
     `gflops('DiT-XL/2')` ≈ 118.64, and the block designs of §3.2, e.g.
     `gflops('DiT-XL/2', block='cross-attention')` ≈ 137.63. Arguments as in `flop_breakdown`.
+    A U-Net (`ditlib.unet`, or a name such as 'UNet-M') has no analytic count: it is counted (`counted_gflops`).
     """
-    return sum(flop_breakdown(model_or_name, input_size, in_channels,
-                              include_norms=include_norms, **model_kwargs).values()) / 1e9
+    model = _as_model(model_or_name, input_size, in_channels, **model_kwargs)
+    if isinstance(model, UNet):
+        return counted_gflops(model, include_norms=include_norms)
+    return sum(flop_breakdown(model, include_norms=include_norms).values()) / 1e9
+
+
+def _norm_flops(input_shape, *args, out_shape=None, **kwargs) -> int:
+    """LayerNorm / GroupNorm: one flop per normalised element, doubled because the counter halves everything."""
+    return 2 * math.prod(input_shape)
+
+
+NORM_OPS = {torch.ops.aten.native_layer_norm: _norm_flops, torch.ops.aten.native_group_norm: _norm_flops}
+
+
+def _forward_flops(model, input_size: int | None = None, include_norms: bool = False) -> int:
+    """Multiply-adds of one batch-1 forward pass of `model` (a DiT or a U-Net, any device, meta included),
+    as `FlopCounterMode` sees them (2 per multiply-add, halved here), plus the norms if asked."""
+    size = model.input_size if input_size is None else input_size
+    weight = next(model.parameters())
+    x = torch.zeros(1, model.in_channels, size, size, device=weight.device, dtype=weight.dtype)
+    t = torch.zeros(1, device=weight.device)
+    y = torch.zeros(1, dtype=torch.long, device=weight.device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), \
+                FlopCounterMode(display=False, custom_mapping=NORM_OPS if include_norms else None) as counter:
+            model(x, t, y)
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() // 2
 
 
 def measured_gflops(model: DiT, input_size: int | None = None) -> float:
@@ -160,21 +204,26 @@ def measured_gflops(model: DiT, input_size: int | None = None) -> float:
     halve it to the paper's convention, so this equals `gflops(model, include_norms=False)`.
     Attention runs through the math backend of `scaled_dot_product_attention` so that its two
     matmuls are visible to the counter on every device (the fused CPU kernel is not counted).
-    Runs a real forward: the model needs weights (any device), not the meta device.
+    Runs a real forward (on the meta device too: the counter needs shapes only).
     """
-    size = model.input_size if input_size is None else input_size
-    weight = next(model.parameters())
-    x = torch.zeros(1, model.in_channels, size, size, device=weight.device, dtype=weight.dtype)
-    t = torch.zeros(1, device=weight.device)
-    y = torch.zeros(1, dtype=torch.long, device=weight.device)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-            model(x, t, y)
-    finally:
-        model.train(was_training)
-    return counter.get_total_flops() / 2 / 1e9
+    return _forward_flops(model, input_size) / 1e9
+
+
+def counted_gflops(model_or_config: DiT | UNet | DiTConfig | UNetConfig | str, include_norms: bool = True) -> float:
+    """Gflops of one batch-1 forward pass of a model of either family, by one method: `FlopCounterMode` for the
+    matmuls, convolutions and attention (one flop per multiply-add) and one flop per LayerNorm/GroupNorm element.
+
+    Equals `gflops(...)` on every DiT, so it is the paper's convention (§4, Table 4); it is how the U-Net
+    baseline is counted (`ditlib.unet`). Takes a built model, a config, or a registry name ('UNet-M',
+    'DiT-T/2'; names use their registry defaults, e.g. `UNet_models` at 8×8×4 with 10 classes).
+    """
+    model = model_or_config
+    if isinstance(model_or_config, str):
+        model = _as_model(model_or_config, None, None)
+    elif isinstance(model_or_config, (DiTConfig, UNetConfig)):
+        with torch.device("meta"):
+            model = build_backbone(model_or_config)
+    return _forward_flops(model, include_norms=include_norms) / 1e9
 
 
 def num_params(model_or_name: DiT | str, input_size: int | None = None, in_channels: int | None = None,

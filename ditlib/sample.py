@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .checkpoints import CheckpointError, checkpoint_stem, load_checkpoint, subdict
+from .configs import build_backbone, model_config_from_dict
 from .data import DATA_DIR, to_uint8
 from .diffusion import create_diffusion, randn
 from .errors import ConfigError
@@ -31,6 +32,13 @@ from .runtime import autocast, default_device, resolve_precision
 from .vae import load_vae
 
 SAMPLERS = ("ddpm", "ddim")
+
+
+def has_null_class(model) -> bool:
+    """Whether a DiT (or the U-Net baseline) has the null-class row that classifier-free guidance needs."""
+    if hasattr(model, "has_null_class"):
+        return model.has_null_class
+    return model.y_embedder.embedding_table.num_embeddings > model.num_classes
 
 
 def check_sampling_steps(num_sampling_steps, diffusion_steps: int = 1000) -> int:
@@ -128,7 +136,7 @@ def sample_images(model: DiT, labels, *, num_sampling_steps: int = 250, sampler:
     use_cfg = cfg_scale > 1.0
     lo, hi = check_guidance_interval(guidance_interval, diffusion_steps)
     if use_cfg:
-        if model.y_embedder.embedding_table.num_embeddings <= model.num_classes:
+        if not has_null_class(model):
             raise ConfigError("this model was trained without class dropout, so it has no null class for guidance; use cfg_scale=1")
         z = torch.cat([z, z], dim=0)
         if isinstance(generator, list):         # the null-class half needs noise rows too; each sample's
@@ -198,7 +206,7 @@ def save_npz(images: torch.Tensor, labels, path) -> Path:
 #################################################################################
 
 def load_model(path, which: str = "ema", device: torch.device | str = "cpu"):
-    """Build the DiT stored in a ditlib checkpoint and load its `which` ("ema" or "model") weights.
+    """Build the DiT (or U-Net baseline) stored in a ditlib checkpoint and load its `which` ("ema" or "model") weights.
 
     Returns (model in eval mode, meta). Weights-only exports have only "ema".
     """
@@ -209,7 +217,7 @@ def load_model(path, which: str = "ema", device: torch.device | str = "cpu"):
         raise CheckpointError(f"{checkpoint_stem(path)} holds no {which!r} weights (it has: {kinds or 'none'})")
     if "model_config" not in meta:
         raise CheckpointError(f"{checkpoint_stem(path)}.json has no model_config: cannot rebuild the model")
-    model = DiT(DiTConfig.from_dict(meta["model_config"]))
+    model = build_backbone(model_config_from_dict(meta["model_config"]))   # a DiT, or the U-Net baseline
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoints as ckpt
-from .configs import IMAGENET_DATASET, TrainConfig
+from .configs import IMAGENET_DATASET, TrainConfig, build_backbone
 from .data import StepBatches, build_dataset, derived_seed, infinite_batches
 from .diffusion import create_diffusion
 from .distributed import (full_state_dict, is_distributed, is_fsdp, load_full_state_dict, load_optimizer_state_full,
@@ -41,7 +41,7 @@ from .distributed import (full_state_dict, is_distributed, is_fsdp, load_full_st
                           weights_swapped)
 from .errors import ConfigError, ExistingFileError
 from .latents import build_latent_dataset
-from .models import BLOCKS, DiT
+from .models import BLOCKS
 from .runs import (CHECKPOINT_DIR, FINAL_WEIGHTS, LOG_FILE, SNAPSHOT_DIR, LossLog, list_checkpoints,  # noqa: F401
                    list_snapshots, plot_loss, read_log, set_rng, truncate_log, write_final_weights,
                    write_training_checkpoint)
@@ -177,7 +177,7 @@ class TrainState:
     accelerator: object
     device: torch.device
     rows: slice                      # this process's rows of every global batch
-    model: DiT                       # the trained weights (unwrapped)
+    model: torch.nn.Module           # the trained weights (unwrapped): a DiT, or the U-Net baseline
     prepared: torch.nn.Module        # the same model as the processes run it (DDP/FSDP-wrapped, or itself)
     ema: object                      # a DiT, or under FSDP this process's shards (a list of tensors)
     optimizer: torch.optim.Optimizer
@@ -214,7 +214,8 @@ def setup(config: TrainConfig, out_dir, max_steps: int | None = None, resume: bo
     max_steps = config.max_steps if max_steps is None else max_steps
     if max_steps < 1:
         raise ConfigError(f"max_steps must be at least 1, got {max_steps}")
-    accelerator = make_accelerator(device, fsdp_wrap=(BLOCKS[config.block].__name__,))
+    wrap = ("ResnetBlock2D",) if config.family == "U-Net" else (BLOCKS[config.block].__name__,)   # FSDP's units
+    accelerator = make_accelerator(device, fsdp_wrap=wrap)
     device = run_device(accelerator, device)
     main, fsdp = accelerator.is_main_process, is_fsdp(accelerator)
     seed_everything(config.seed)                               # the same on every process: global draws
@@ -227,7 +228,7 @@ def setup(config: TrainConfig, out_dir, max_steps: int | None = None, resume: bo
                                 f"pass --resume to continue that run or choose another --out")
     dataset, codec = training_data(config, dataset, device, accelerator)
 
-    model = DiT(config.dit_config()).to(device)
+    model = build_backbone(config.model_config()).to(device)              # a DiT, or the U-Net baseline
     model.gradient_checkpointing = config.grad_checkpointing
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     param_names = [name for name, _ in model.named_parameters()]

@@ -18,9 +18,9 @@ PACKAGE = Path(ditlib.__file__).resolve().parent
 LAYERS = [
     ["errors"],
     ["runtime", "checkpoints", "layers", "autoencoder", "diffusion_utils"],
-    ["data", "diffusion", "models"],
-    ["classifier", "configs", "flops", "distributed"],
-    ["metrics"],
+    ["data", "diffusion", "models", "unet"],
+    ["classifier", "configs", "distributed"],
+    ["flops", "metrics"],
     ["vae"],
     ["vae_train", "latents", "interop", "runs"],
     ["sample", "train"],
