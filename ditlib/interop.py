@@ -57,6 +57,9 @@ _TOP_KEYS = {
 
 
 def _check_exportable(model: DiT) -> None:
+    if not isinstance(model, DiT):
+        raise ConfigError(f"only DiTs export to diffusers' DiTTransformer2DModel; this is a {type(model).__name__} "
+                          "(the U-Net baseline already is diffusers' UNet2DModel: its .unet)")
     if model.block != "adaLN-Zero":
         raise ConfigError(f"diffusers implements only the adaLN-Zero design; this model uses {model.block!r} blocks")
     if model.mlp_ratio != 4.0:

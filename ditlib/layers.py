@@ -190,3 +190,18 @@ def get_2d_sincos_pos_embed(embed_dim: int, grid_size: int) -> np.ndarray:
     emb_col = get_1d_sincos_pos_embed_from_grid(embed_dim // 2, cols)          # (T, D/2)
     emb_row = get_1d_sincos_pos_embed_from_grid(embed_dim // 2, rows)          # (T, D/2)
     return np.concatenate([emb_col, emb_row], axis=1)                         # (T, D)
+
+
+def guided_output(model_out: torch.Tensor, in_channels: int, cfg_scale: float,
+                  guided_channels: int | None = None) -> torch.Tensor:
+    """Classifier-free guidance (§4) on a [conditional half; null-class half] batch of model outputs:
+    ε̂ = ε(x, ∅) + s·(ε(x, y) − ε(x, ∅)) on the first `guided_channels` ε channels (all `in_channels` by default;
+    3 is how the official checkpoints were evaluated), written to both halves; the Σ channels pass unguided.
+    model_out: (N, C_out, I, I) -> (N, C_out, I, I). Shared by `DiT` and the U-Net baseline."""
+    k = in_channels if guided_channels is None else guided_channels
+    if not 0 < k <= in_channels:
+        raise ConfigError(f"guided_channels must be in [1, {in_channels}], got {guided_channels}")
+    eps, rest = model_out[:, :k], model_out[:, k:]
+    cond_eps, uncond_eps = torch.split(eps, len(eps) // 2, dim=0)
+    half_eps = uncond_eps + cfg_scale * (cond_eps - uncond_eps)
+    return torch.cat([torch.cat([half_eps, half_eps], dim=0), rest], dim=1)

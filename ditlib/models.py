@@ -26,7 +26,8 @@ import torch.utils.checkpoint
 
 from .errors import ConfigError, UnknownNameError
 from .layers import (Attention, CrossAttention, LabelEmbedder, Mlp, PatchEmbed, TimestepEmbedder,  # noqa: F401
-                     get_1d_sincos_pos_embed_from_grid, get_2d_sincos_pos_embed, modulate, timestep_embedding)
+                     get_1d_sincos_pos_embed_from_grid, get_2d_sincos_pos_embed, guided_output, modulate,
+                     timestep_embedding)
 
 BLOCK_DESIGNS = ("in-context", "cross-attention", "adaLN", "adaLN-Zero")   # §3.2, in the paper's order
 ADAPTIVE_BLOCKS = ("adaLN", "adaLN-Zero")   # designs that condition through c = t_emb + y_emb
@@ -387,16 +388,8 @@ class DiT(nn.Module):
         if x.shape[0] % 2:
             raise ConfigError("forward_with_cfg needs an even batch: [conditional; unconditional] halves")
         half = x[: len(x) // 2]
-        combined = torch.cat([half, half], dim=0)
-        model_out = self.forward(combined, t, y)                               # (N, C_out, I, I)
-        k = self.in_channels if guided_channels is None else guided_channels
-        if not 0 < k <= self.in_channels:
-            raise ConfigError(f"guided_channels must be in [1, {self.in_channels}], got {guided_channels}")
-        eps, rest = model_out[:, :k], model_out[:, k:]
-        cond_eps, uncond_eps = torch.split(eps, len(eps) // 2, dim=0)
-        half_eps = uncond_eps + cfg_scale * (cond_eps - uncond_eps)
-        eps = torch.cat([half_eps, half_eps], dim=0)
-        return torch.cat([eps, rest], dim=1)
+        model_out = self.forward(torch.cat([half, half], dim=0), t, y)        # (N, C_out, I, I)
+        return guided_output(model_out, self.in_channels, cfg_scale, guided_channels)
 
 
 #################################################################################

@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 
 from .errors import ConfigError, UnknownNameError
+from .layers import guided_output
 
 FAMILY = "U-Net"
 
@@ -195,13 +196,7 @@ class UNet(nn.Module):
             raise ConfigError("forward_with_cfg needs an even batch: [conditional; unconditional] halves")
         half = x[: len(x) // 2]
         model_out = self.forward(torch.cat([half, half], dim=0), t, y)        # (N, C_out, I, I)
-        k = self.in_channels if guided_channels is None else guided_channels
-        if not 0 < k <= self.in_channels:
-            raise ConfigError(f"guided_channels must be in [1, {self.in_channels}], got {guided_channels}")
-        eps, rest = model_out[:, :k], model_out[:, k:]
-        cond_eps, uncond_eps = torch.split(eps, len(eps) // 2, dim=0)
-        half_eps = uncond_eps + cfg_scale * (cond_eps - uncond_eps)
-        return torch.cat([torch.cat([half_eps, half_eps], dim=0), rest], dim=1)
+        return guided_output(model_out, self.in_channels, cfg_scale, guided_channels)
 
 
 #################################################################################

@@ -33,7 +33,7 @@ import torch
 from common import REPO, readme_fid, same_config, write_json
 
 from ditlib import checkpoints as ckpt
-from ditlib.configs import get_config
+from ditlib.configs import build_backbone, get_config
 from ditlib.flops import counted_gflops, num_params
 from ditlib.runtime import hardware_summary
 from ditlib.sample import sampling_guidance
@@ -87,7 +87,6 @@ def run(config_name: str, seed: int, steps: int, snapshot_every: int, out: Path,
         return record
     if record is None:
         with torch.device("meta"):
-            from ditlib.configs import build_backbone
             params = num_params(build_backbone(config.model_config()))
         record = {"run": name, "family": family(config), "config": config_name, "model": config.model,
                   "block": config.block if family(config) == "DiT" else None, "seed": seed, "steps": steps,

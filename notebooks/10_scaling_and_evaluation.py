@@ -331,7 +331,128 @@ if len(runs) >= 3:
 # When the experiment is re-run with more steps or more FID samples (`python experiments/scaling_grid.py
 # --help`), re-execute this notebook: every number and plot above is read from the JSON files.
 #
-# ## 7. Exercise: extrapolating FID to infinitely many samples
+# ## 7. Are U-Nets out? A DiT and a U-Net of the same Gflops
+#
+# The paper's headline result is a comparison with the U-Net that latent diffusion used before it: without
+# guidance, DiT-XL/2 (118.6 Gflops) reaches FID-50K 9.62 on ImageNet 256×256 where LDM's U-Net (103.6 Gflops)
+# reaches 10.56 (Table 4). So far this course has only *told* you that. Here the same question is asked at CPU
+# scale: a U-Net, the field's own `diffusers.UNet2DModel` (ADM's layout: residual blocks whose GroupNorm is
+# modulated by the timestep-and-class vector, self-attention at the low resolutions, skip connections from
+# each level down to the same level up), is wrapped by `ditlib.unet.UNet` so that it takes (x_t, t, y) and
+# returns ε and Σ exactly as `DiT` does. Nothing else changes: the same diffusion, hybrid loss, recipe,
+# latents, checkpoints, sampler and FID. Each U-Net size is matched in forward Gflops to one DiT, counted by
+# one method for both families (`ditlib.flops.counted_gflops`: torch's flop counter, one flop per multiply-add,
+# plus one per normalised element, which reproduces the paper's Table 4 on DiTs):
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from ditlib.configs import TRAIN_CONFIGS, build_backbone
+from ditlib.flops import counted_gflops
+from ditlib.unet import UNET_MATCHED_DIT
+
+print(f"{'U-Net':8s} {'params':>7s} {'Gflops':>7s}   {'DiT':9s} {'params':>7s} {'Gflops':>7s}  U-Net/DiT")
+for unet_name, dit_name in UNET_MATCHED_DIT.items():
+    row = []
+    for name in (unet_name, dit_name):
+        with torch.device("meta"):                                            # shapes only, no weights
+            net = build_backbone(TRAIN_CONFIGS[f"fmnist-latent-{name}"].model_config())
+        row.append((sum(p.numel() for p in net.parameters()), counted_gflops(net)))
+    (up, ug), (dp, dg) = row
+    print(f"{unet_name:8s} {up / 1e6:6.2f}M {ug:7.4f}   {dit_name:9s} {dp / 1e6:6.2f}M {dg:7.4f}  {ug / dg:6.2f}")
+
+# %% [markdown]
+# At the same Gflops the U-Nets have fewer parameters: a 3×3 convolution on an 8×8 map reuses each weight at
+# 64 positions, a DiT's linear layer at 16 tokens. Where does the default's match, UNet-M, spend its compute?
+# One forward pass, counted per kind of layer:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from collections import Counter
+
+from ditlib.unet import UNet_models
+
+net = UNet_models["UNet-M"]()
+macs = Counter()
+def count_layer(module, args, out):
+    if isinstance(module, torch.nn.Conv2d):
+        macs["3×3 convolutions" if module.kernel_size == (3, 3) else "1×1 convolutions"] += (
+            out.numel() * module.in_channels * module.kernel_size[0] * module.kernel_size[1])
+    elif isinstance(module, torch.nn.Linear):
+        macs["linear layers (attention projections, t/y embedding)"] += out.numel() * module.in_features
+hooks = [m.register_forward_hook(count_layer) for m in net.modules()]
+with torch.no_grad():
+    net.eval()(torch.zeros(1, 4, 8, 8), torch.zeros(1), torch.zeros(1, dtype=torch.long))
+for h in hooks:
+    h.remove()
+total = counted_gflops(net) * 1e9
+for kind, n in macs.most_common():
+    print(f"{kind:55s} {n / 1e6:6.2f} M multiply-adds  {n / total:5.1%}")
+print(f"{'everything else (attention matmuls, GroupNorms)':55s} {(total - sum(macs.values())) / 1e6:6.2f} M"
+      f"               {1 - sum(macs.values()) / total:5.1%}")
+
+# %% [markdown]
+# **Try it: a short race.** Train the default DiT-T/2 and its U-Net for the same few hundred steps on the same
+# latents (the cache of lesson 04), with the same recipe, one after the other, and compare their training losses
+# (the same hybrid loss, so the numbers compare) and their speed on this machine. Quick mode runs 10 steps.
+
+# %%
+import tempfile
+
+from ditlib.latents import LatentDataset, build_latent_dataset, encode_dataset
+from ditlib.runs import read_log
+from ditlib.train import train
+from ditlib.vae import load_vae
+
+codec = load_vae("fmnist-vae")
+if pick(full=True, quick=False):
+    race_data = build_latent_dataset(codec, progress=False)                   # the full cache (built once)
+else:
+    subset = torch.utils.data.Subset(FashionMNIST("train"), range(256))
+    race_data = LatentDataset(**encode_dataset(codec, subset, progress=False), scale_factor=codec.scale_factor,
+                              num_classes=10)
+race_steps = pick(300, 10)
+race = {}
+for name in ("fmnist-latent-DiT-T/2", "fmnist-latent-UNet-M"):
+    config = TRAIN_CONFIGS[name].replace(max_steps=race_steps, log_every=pick(20, 2), ckpt_every=race_steps,
+                                         precision="fp32", compile=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = train(config, tmp, dataset=race_data, progress=False)
+        race[config.model] = [(row["step"], row["loss"]) for row in read_log(tmp)]
+    print(f"{config.model:8s} {race_steps} steps in {summary['elapsed_s']:5.1f} s: "
+          f"{race_steps * config.batch_size / summary['elapsed_s']:4.0f} img/s, last logged loss {race[config.model][-1][1]:.4f}")
+
+fig, ax = plt.subplots(figsize=(6, 3.2))
+for model_name, rows in race.items():
+    ax.plot(*zip(*rows), marker=".", label=model_name)
+ax.set(xlabel="training step", ylabel="hybrid loss (mean over the logged steps)", yscale="log",
+       title="DiT-T/2 against UNet-M, the same recipe and data")
+ax.grid(alpha=0.3)
+ax.legend()
+fig.tight_layout()
+
+# %% [markdown]
+# The committed experiment runs the same race to the end: every pair trained for 6,000 steps of batch 64 (the
+# default's whole recipe) in fp32, two training seeds for the default's pair, FID-FMNIST at N = 1,000 with DDIM
+# 50 without guidance (as the paper's figures) and with the default's guidance (`experiments/unet_vs_dit.py`;
+# the commands and the hardware are in `experiments/README.md`). Read the records:
+
+# %%
+records = [json.loads(p.read_text()) for p in sorted((RESULTS / "unet_vs_dit").glob("*.json"))]
+records = [r for r in records if r.get("complete")]
+print(f"{'family':6s} {'model':9s} {'params':>7s} {'Gflops':>7s} {'seed':>4s} {'FID':>6s} {'FID guided':>10s} "
+      f"{'training':>9s}")
+for r in sorted(records, key=lambda r: (r["gflops"], r["family"], r["seed"])):
+    print(f"{r['family']:6s} {r['model']:9s} {r['params'] / 1e6:6.2f}M {r['gflops']:7.4f} {r['seed']:4d} "
+          f"{r['fid_1k']:6.2f} {r['fid_1k_guided']:10.2f} {r['train_seconds'] / 60:7.1f} min")
+print("hardware:", records[0]["cpu"] if records else "no finished runs yet")
+
+# %%
+fig = viz.unet_vs_dit_figure(records)
+for family in ("DiT", "U-Net"):
+    line = viz.fit_log_gflops(records, family)
+    print(f"{family}: " + (f"{line[1]:+.1f} FID per tenfold Gflops" if line else "one model size so far: no slope yet"))
+
+# ## 8. Exercise: extrapolating FID to infinitely many samples
 #
 # Section 2 showed FID_n ≈ FID_∞ + k / n. Write `extrapolate_fid(ns, fids)` that fits this line by least
 # squares in the variable 1/n and returns `(fid_inf, k)` as floats. Applied to the real-vs-real

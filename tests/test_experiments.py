@@ -230,3 +230,38 @@ def test_a_record_written_before_a_config_field_existed_still_matches_its_config
     assert common.same_config(recorded, config)
     assert not common.same_config({**recorded, "lr": 1.0}, config)
     assert not common.same_config({**recorded, "sample_guidance_interval": [0, 300]}, config)
+
+
+def test_unet_vs_dit_trains_each_family_once_and_records_the_issues_table(tmp_path, monkeypatch):
+    import recipe_runs
+    import unet_vs_dit
+
+    from ditlib.configs import TRAIN_CONFIGS
+    from ditlib.course.viz import fit_log_gflops
+
+    tiny_unet = TRAIN_CONFIGS["debug"].replace(name="test-UNet", model="UNet-S", image_size=32, in_channels=1)
+    monkeypatch.setitem(TRAIN_CONFIGS, "test-UNet", tiny_unet)
+    monkeypatch.setattr(unet_vs_dit, "PAIRS", {"T": ("debug", "test-UNet")})
+    monkeypatch.setattr(recipe_runs, "FID_SAMPLES", 40)
+    monkeypatch.setattr(recipe_runs, "SAMPLING_STEPS", 3)
+    args = ["--pairs", "T", "--seeds", "0", "--steps", "8", "--every", "4", "--out", str(tmp_path / "results"),
+            "--work", str(tmp_path / "work")]
+    assert unet_vs_dit.main(args) == 0
+    table = json.loads((tmp_path / "results" / "unet_vs_dit.json").read_text())
+    assert [(r["family"], r["config"]) for r in table] == [("DiT", "debug"), ("U-Net", "test-UNet")]
+    assert set(table[0]) == {"family", "config", "params", "gflops", "steps", "seed", "fid_1k", "fid_1k_guided",
+                             "train_seconds", "cpu"}
+    assert all(r["steps"] == 8 and r["fid_1k"] > 0 and r["fid_1k_guided"] > 0 and r["train_seconds"] > 0
+               for r in table)
+    record = json.loads((tmp_path / "results" / "unet_vs_dit" / "test-UNet_8_seed0.json").read_text())
+    assert [s["step"] for s in record["snapshots"]] == [4, 8]                 # unguided FID along training
+    assert record["train_config"]["precision"] == "fp32" and record["fid_1k"] == record["snapshots"][-1]["fid"]
+    assert "--cfg-scale 1.5" in record["guided"]["command"] and "--cfg-scale 1 " in record["snapshots"][0]["command"]
+    assert (tmp_path / "results" / "unet_vs_dit.png").stat().st_size > 10_000
+    # A second command measures and trains nothing again.
+    monkeypatch.setattr(recipe_runs, "readme_fid", lambda *a, **k: pytest.fail("measured again"))
+    assert unet_vs_dit.main(args) == 0
+    a, b = fit_log_gflops([{"family": "DiT", "gflops": 0.01, "fid_1k": 30.0, "complete": True},
+                                            {"family": "DiT", "gflops": 0.1, "fid_1k": 20.0, "complete": True}], "DiT")
+    assert b == pytest.approx(-10.0) and a + b * -2 == pytest.approx(30.0)   # -10 FID per tenfold Gflops
+    assert fit_log_gflops([dict(r, complete=True) for r in table], "U-Net") is None   # one size: no line

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from ditlib.flops import (PAPER_BLOCK_GFLOPS, PAPER_GFLOPS, block_design_table, flop_breakdown, gflops, gflops_table,
-                          measured_gflops, num_params)
+from ditlib.flops import (PAPER_BLOCK_GFLOPS, PAPER_GFLOPS, block_design_table, counted_gflops, flop_breakdown,
+                          gflops, gflops_table, measured_gflops, num_params)
 from ditlib.models import BLOCK_DESIGNS, PAPER_CONFIGS, build_model
 
 # Table 4 of Peebles & Xie, typed in from the paper (one forward pass, 256×256, batch 1).
@@ -35,6 +35,16 @@ def test_analytic_matmul_count_equals_torch_flop_counter(name, kwargs):
     model = build_model(name, **kwargs)
     # Integers divided by 1e9 on both sides: equal up to float rounding, i.e. exactly the same count.
     assert gflops(model, include_norms=False) == pytest.approx(measured_gflops(model), rel=1e-12, abs=0)
+
+
+@pytest.mark.parametrize("name", ["DiT-XL/2", "DiT-S/8", "DiT-T/2", "DiT-M/1"])
+@pytest.mark.parametrize("block", BLOCK_DESIGNS)
+def test_the_counter_of_both_families_equals_the_papers_analytic_count_on_dits(name, block):
+    # counted_gflops is the one method the U-Net baseline is counted by; on DiTs (meta device: shapes only)
+    # it must give exactly the analytic Table-4 count, LayerNorm term included.
+    with torch.device("meta"):
+        model = build_model(name, block=block, input_size=8 if "T/" in name or "M/" in name else 32, num_classes=10)
+    assert counted_gflops(model) == pytest.approx(gflops(model), rel=1e-12, abs=0)
 
 
 def test_layer_norm_term_is_one_flop_per_normalised_element():
