@@ -5,6 +5,7 @@ lesson 10 draws): final FID against model Gflops with a line FID = a + b·log10(
 and FID along training against training compute (Gflops × batch × steps × 3) and against CPU minutes.
 
     python experiments/plot_unet_vs_dit.py            # -> experiments/results/unet_vs_dit.png
+    python experiments/plot_unet_vs_dit.py --table    # the table of experiments/README.md, from the records
 """
 from __future__ import annotations
 
@@ -22,9 +23,30 @@ def plot(records: list[dict], path: Path) -> Path:
     return path
 
 
-def main() -> int:
+def table(records: list[dict]) -> str:
+    """Markdown: one row per complete run, FID without guidance along training, final FID with guidance, time."""
+    done = sorted((r for r in records if r.get("complete")), key=lambda r: (r["gflops"], r["family"], r["seed"]))
+    steps = sorted({s["step"] for r in done for s in r["snapshots"]})
+    lines = ["| family | config | params | Gflops | seed | " + " | ".join(f"FID @ {s}" for s in steps)
+             + " | FID guided | precision / recall guided | training |",
+             "|" + "---|" * (8 + len(steps))]
+    for r in done:
+        fid = {s["step"]: s["fid"] for s in r["snapshots"]}
+        minutes, seconds = divmod(round(r["train_seconds"]), 60)
+        lines.append(f"| {r['family']} | `{r['config']}` | {r['params'] / 1e6:.2f}M | {r['gflops']:.4f} | {r['seed']} | "
+                     + " | ".join(f"{fid[s]:.2f}" if s in fid else "–" for s in steps)
+                     + f" | {r['fid_1k_guided']:.2f} | {r['guided']['precision']:.2f} / {r['guided']['recall']:.2f} | "
+                       f"{minutes} min {seconds:02d} s |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     out = Path(__file__).resolve().parent / "results"
     records = [json.loads(p.read_text()) for p in sorted((out / "unet_vs_dit").glob("*.json"))]
+    if "--table" in argv:
+        print(table(records))
+        return 0
     print(plot(records, out / "unet_vs_dit.png"))
     return 0
 

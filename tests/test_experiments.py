@@ -258,6 +258,10 @@ def test_unet_vs_dit_trains_each_family_once_and_records_the_issues_table(tmp_pa
     assert record["train_config"]["precision"] == "fp32" and record["fid_1k"] == record["snapshots"][-1]["fid"]
     assert "--cfg-scale 1.5" in record["guided"]["command"] and "--cfg-scale 1 " in record["snapshots"][0]["command"]
     assert (tmp_path / "results" / "unet_vs_dit.png").stat().st_size > 10_000
+    import plot_unet_vs_dit
+
+    rows = plot_unet_vs_dit.table([record]).splitlines()
+    assert rows[0].count("FID @") == 2 and f"| {record['fid_1k_guided']:.2f} |" in rows[2]
     # A second command measures and trains nothing again.
     monkeypatch.setattr(recipe_runs, "readme_fid", lambda *a, **k: pytest.fail("measured again"))
     assert unet_vs_dit.main(args) == 0
