@@ -31,17 +31,16 @@ from pathlib import Path
 import torch
 
 from .classifier import train_classifier
-from .configs import DEFAULT_CONFIG, TRAIN_CONFIGS, build_backbone, get_config
+from .configs import DEFAULT_CONFIG, TRAIN_CONFIGS, get_config
 from .data import FashionMNIST
 from .distributed import make_accelerator, run_device
 from .doctor import run_doctor
 from .errors import ConfigError, DitlibError
 from .evaluate import collect_fid_npz, load_for_sampling, sample_fid_images, sample_for_fid
-from .flops import PAPER_BLOCK_GFLOPS, block_design_table, gflops
+from .flops import PAPER_BLOCK_GFLOPS, block_design_table, params_and_gflops, unet_dit_table
 from .latents import build_latent_dataset, load_latent_cache
 from .metrics import EXTRACTORS, compute_metrics, format_metrics, inception_weights_path, save_adm_npz
 from .models import PAPER_CONFIGS, DiT_models, DiTConfig
-from .unet import UNET_MATCHED_DIT
 from .runtime import default_device, resolve_precision
 from .sample import Pretrained, guidance_text, sampling_guidance, sampling_steps, save_grid, save_npz
 from .runs import export_run
@@ -62,28 +61,20 @@ def command_line(args) -> str:
 #################################################################################
 
 def _cmd_configs(args) -> int:
-    def params_and_gflops(config):
-        with torch.device("meta"):
-            model = build_backbone(config)
-        return sum(p.numel() for p in model.parameters()), gflops(model)   # U-Nets: counted, by the same convention
-
-    print("Training configs (python -m ditlib train --config NAME)")
-    print(f"  {'name':<20} {'model':<14} {'tokens':>6} {'params':>10} {'Gflops':>8}  notes")
+    print("Training configs (python -m ditlib train --config NAME)\n"
+          f"  {'name':<20} {'model':<14} {'tokens':>6} {'params':>10} {'Gflops':>8}  notes")
     for name, cfg in TRAIN_CONFIGS.items():
         params, gf = params_and_gflops(cfg.model_config())
         tokens = (cfg.image_size // int(cfg.model.rsplit("/", 1)[1])) ** 2 if cfg.family == "DiT" else "-"
         notes = cfg.notes if cfg.block == "adaLN-Zero" or cfg.family != "DiT" else f"[{cfg.block} blocks] {cfg.notes}"
         print(f"  {name:<20} {cfg.model:<14} {tokens:>6} {params / 1e6:>9.2f}M {gf:>8.3f}  {notes}")
-    print("\nU-Net baseline (ditlib.unet: diffusers' UNet2DModel) against its DiT, on 8×8×4 latents, 10 classes;")
-    print("Gflops of both counted by ditlib.flops.counted_gflops (one flop per multiply-add, the paper's convention)")
-    print(f"  {'U-Net':<8} {'params':>10} {'Gflops':>8}   {'DiT':<9} {'params':>10} {'Gflops':>8}  {'ratio':>6}")
-    for name, dit in UNET_MATCHED_DIT.items():
-        u_params, u_gf = params_and_gflops(get_config(f"fmnist-latent-{name}").model_config())
-        d_params, d_gf = params_and_gflops(get_config(f"fmnist-latent-{dit}").model_config())
-        print(f"  {name:<8} {u_params / 1e6:>9.2f}M {u_gf:>8.4f}   {dit:<9} {d_params / 1e6:>9.2f}M {d_gf:>8.4f}  "
-              f"{u_gf / d_gf:>6.2f}")
-    print("\nModel registry (ditlib.models.DiT_models), paper configs at ImageNet 256 (32×32×4 latents, 1000 classes)")
-    print(f"  {'name':<14} {'params':>10} {'Gflops':>8}")
+    print("\nU-Net baseline (ditlib.unet: diffusers' UNet2DModel) against its DiT, 8×8×4 latents, counted alike\n"
+          f"  {'U-Net':<8} {'params':>10} {'Gflops':>8}   {'DiT':<9} {'params':>10} {'Gflops':>8}  ratio")
+    for u, u_params, u_gf, d, d_params, d_gf in unet_dit_table():
+        print(f"  {u:<8} {u_params / 1e6:>9.2f}M {u_gf:>8.4f}   {d:<9} {d_params / 1e6:>9.2f}M {d_gf:>8.4f}  "
+              f"{u_gf / d_gf:5.2f}")
+    print("\nModel registry (ditlib.models.DiT_models), paper configs at ImageNet 256 (32×32×4 latents, 1000 classes)\n"
+          f"  {'name':<14} {'params':>10} {'Gflops':>8}")
     for name in PAPER_CONFIGS:
         params, gf = params_and_gflops(DiTConfig.from_name(name))
         print(f"  {name:<14} {params / 1e6:>9.2f}M {gf:>8.2f}")
@@ -91,8 +82,8 @@ def _cmd_configs(args) -> int:
     for name in (n for n in DiT_models if n not in PAPER_CONFIGS):
         params, gf = params_and_gflops(DiTConfig.from_name(name, input_size=32, in_channels=1, num_classes=10))
         print(f"  {name:<14} {params / 1e6:>9.2f}M {gf:>8.3f}")
-    print("\nBlock designs (§3.2, Figure 5; DiT(block=...)): DiT-XL/2 at ImageNet 256, and DiT-T/4 on Fashion-MNIST")
-    print(f"  {'block':<16} {'XL/2 params':>11} {'Gflops':>8} {'(paper)':>8}   {'T/4 params':>10} {'Gflops':>8}")
+    print("\nBlock designs (§3.2, Figure 5; DiT(block=...)): DiT-XL/2 at ImageNet 256, and DiT-T/4 on Fashion-MNIST\n"
+          f"  {'block':<16} {'XL/2 params':>11} {'Gflops':>8} {'(paper)':>8}   {'T/4 params':>10} {'Gflops':>8}")
     course = block_design_table("DiT-T/4", input_size=32, in_channels=1, num_classes=10)
     for (design, params, gf), (_, t_params, t_gf) in zip(block_design_table("DiT-XL/2"), course):
         print(f"  {design:<16} {params / 1e6:>10.2f}M {gf:>8.2f} {PAPER_BLOCK_GFLOPS[design]:>8.1f}   "

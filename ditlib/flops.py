@@ -55,10 +55,10 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from .configs import build_backbone
+from .configs import build_backbone, get_config
 from .errors import ConfigError
 from .models import ADAPTIVE_BLOCKS, BLOCK_DESIGNS, DiT, DiT_models, DiTConfig, build_model
-from .unet import UNet, UNetConfig, UNet_models
+from .unet import UNET_MATCHED_DIT, UNet, UNetConfig, UNet_models
 
 # Table 4 of Peebles & Xie (arXiv 2212.09748): Gflops of one forward pass at 256×256
 # (latent 32×32×4, learn_sigma, 1000 classes), adaLN-Zero blocks.
@@ -257,3 +257,18 @@ def block_design_table(name: str = "DiT-XL/2", input_size: int | None = None, in
         model = _as_model(name, input_size, in_channels, block=design, **model_kwargs)
         rows.append((design, num_params(model), gflops(model)))
     return rows
+
+
+def params_and_gflops(config: DiTConfig | UNetConfig) -> tuple[int, float]:
+    """(parameters, Gflops of one forward pass) of a model config of either family, built on the meta device."""
+    with torch.device("meta"):
+        model = build_backbone(config)
+    return num_params(model), gflops(model)            # U-Nets: counted, by the same convention
+
+
+def unet_dit_table() -> list[tuple[str, int, float, str, int, float]]:
+    """Rows (U-Net, params, Gflops, its matched DiT, params, Gflops) of the course's training configs on 8×8×4
+    latents (`ditlib.unet.UNET_MATCHED_DIT`), for `python -m ditlib configs`."""
+    return [(unet, *params_and_gflops(get_config(f"fmnist-latent-{unet}").model_config()),
+             dit, *params_and_gflops(get_config(f"fmnist-latent-{dit}").model_config()))
+            for unet, dit in UNET_MATCHED_DIT.items()]

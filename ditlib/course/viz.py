@@ -358,7 +358,13 @@ def unet_vs_dit_figure(records: list[dict]):
                 style = dict(color=color, ls=SIZE_LINESTYLES[i % len(SIZE_LINESTYLES)], marker=".", alpha=0.85)
                 ax_compute.plot([training_gflops(r, s) for s in steps], fids, label=label, **style)
                 ax_time.plot([s["train_s"] / 60 for s in r["snapshots"]], fids, label=label, **style)
+    for model in dict.fromkeys(r["model"] for r in done):                  # one label per model, at its seeds' mean
+        fids = [r["fid_1k"] for r in done if r["model"] == model]
+        at = (next(r["gflops"] for r in done if r["model"] == model), sum(fids) / len(fids))
+        ax_size.annotate(model, at, xytext=(6, -3), textcoords="offset points", fontsize=7)
     ax_size.set_xscale("log")
+    gflops = [r["gflops"] for r in done] or [0.01, 0.1]
+    ax_size.set_xlim(min(min(gflops) / 2, 0.008), max(max(gflops) * 2, 0.2))   # a decade at least: S to L
     ax_size.set_xlabel("model Gflops (one forward pass, one image)")
     ax_size.set_title(f"final FID after {done[0]['steps'] if done else '?'} steps", fontsize=10)
     ax_compute.set_xscale("log")
@@ -366,8 +372,13 @@ def unet_vs_dit_figure(records: list[dict]):
     ax_compute.set_title("FID along training, by compute", fontsize=10)
     ax_time.set_xlabel("CPU minutes of training")
     ax_time.set_title("FID along training, by CPU time", fontsize=10)
+    from matplotlib.ticker import LogLocator, ScalarFormatter
+
     for ax in (ax_size, ax_compute, ax_time):
         ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(plt.NullFormatter())
         ax.set_ylabel("FID-FMNIST, N = 1,000, no guidance")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
