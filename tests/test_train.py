@@ -7,7 +7,7 @@ import torch
 
 from ditlib import checkpoints as ckpt
 from ditlib.sample import load_model
-from ditlib.configs import DEFAULT_CONFIG, TRAIN_CONFIGS, get_config
+from ditlib.configs import DEFAULT_CONFIG, TRAIN_CONFIGS, build_backbone, get_config
 from ditlib.data import FashionMNIST
 from ditlib.diffusion import create_diffusion
 from ditlib.models import DiT, build_model
@@ -304,8 +304,9 @@ def test_unknown_training_config_is_refused_with_the_list():
 def test_every_training_config_builds_its_model():
     for cfg in TRAIN_CONFIGS.values():
         with torch.device("meta"):
-            model = DiT(cfg.dit_config())
+            model = build_backbone(cfg.model_config())                 # a DiT, or the U-Net baseline
         assert model.in_channels == cfg.in_channels and model.num_classes == cfg.num_classes
+        assert type(model).__name__ == ("UNet" if cfg.family == "U-Net" else "DiT")
 
 
 def test_checkpoint_files_reach_the_disk_before_and_after_they_are_renamed(tmp_path, monkeypatch):
