@@ -10,7 +10,7 @@ from ditlib.sample import load_model
 from ditlib.configs import DEFAULT_CONFIG, TRAIN_CONFIGS, build_backbone, get_config
 from ditlib.data import FashionMNIST
 from ditlib.diffusion import create_diffusion
-from ditlib.models import DiT, build_model
+from ditlib.models import build_model
 from ditlib.sample import sample_images, save_grid, save_npz, to_uint8
 from ditlib.train import ema_decay_at, list_checkpoints, list_snapshots, lr_at, read_log, train, update_ema
 
