@@ -327,6 +327,11 @@ class DiT(nn.Module):
             nn.init.zeros_(self.final_layer.linear.weight)
             nn.init.zeros_(self.final_layer.linear.bias)
 
+    @property
+    def has_null_class(self) -> bool:
+        """Whether the label table has the null row ∅ that classifier-free guidance needs (class dropout > 0)."""
+        return self.y_embedder.embedding_table.num_embeddings > self.num_classes
+
     def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
         """(N, T, p·p·C) -> (N, C, I, I), the inverse of patchify's token order (row-major over the grid)."""
         c, p = self.out_channels, self.patch_size

@@ -34,13 +34,6 @@ from .vae import load_vae
 SAMPLERS = ("ddpm", "ddim")
 
 
-def has_null_class(model) -> bool:
-    """Whether a DiT (or the U-Net baseline) has the null-class row that classifier-free guidance needs."""
-    if hasattr(model, "has_null_class"):
-        return model.has_null_class
-    return model.y_embedder.embedding_table.num_embeddings > model.num_classes
-
-
 def check_sampling_steps(num_sampling_steps, diffusion_steps: int = 1000) -> int:
     """The number of respaced sampling steps, if it is a whole number from 1 to the diffusion's T; else ValueError."""
     if isinstance(num_sampling_steps, bool) or not isinstance(num_sampling_steps, numbers.Integral) \
@@ -136,7 +129,7 @@ def sample_images(model: DiT, labels, *, num_sampling_steps: int = 250, sampler:
     use_cfg = cfg_scale > 1.0
     lo, hi = check_guidance_interval(guidance_interval, diffusion_steps)
     if use_cfg:
-        if not has_null_class(model):
+        if not model.has_null_class:
             raise ConfigError("this model was trained without class dropout, so it has no null class for guidance; use cfg_scale=1")
         z = torch.cat([z, z], dim=0)
         if isinstance(generator, list):         # the null-class half needs noise rows too; each sample's
