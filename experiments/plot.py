@@ -1,14 +1,16 @@
-"""The experiments' figures, drawn from their JSONs alone (no model is loaded, nothing is trained).
+"""The block-design and scaling figures, drawn from their summaries alone (no model is loaded, nothing is trained).
 
-    python experiments/plot.py [--out experiments/results]
+    python experiments/plot.py [--out experiments/results] [--tables]
 
-block_designs.png           Figure 5: FID against training steps, one curve per block design
+block_designs.png           Figure 5: FID against training steps per block design; the paper's FIDs per design
 scaling_fid_vs_steps.png    Figure 6: FID against steps; top row one panel per patch size (curves: model
                             sizes), bottom row one panel per model size (curves: patch sizes)
-scaling_fid_vs_gflops.png   Figure 8: final FID against Gflops of one forward pass
+scaling_fid_vs_gflops.png   Figure 8: final FID against Gflops of one forward pass; the paper's twelve models
 scaling_fid_vs_compute.png  Figure 9: FID against training compute, Gflops × batch × steps × 3
 
-Partial runs are drawn as far as they got; missing ones are left out (and said so in the title).
+The figures themselves are `ditlib.course.findings` (lessons 06 and 10 draw the same ones); the summaries are
+block_designs.json and scaling_grid.json, written by block_designs.py and scaling_grid.py: one entry per finished
+run. `--tables` prints the Markdown tables of experiments/README.md.
 """
 from __future__ import annotations
 
@@ -18,189 +20,67 @@ import sys
 from pathlib import Path
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
-SIZE_ORDER = ["debug", "XS", "T", "M", "S", "B", "L", "XL"]
 
 
-def load(out, experiment: str) -> tuple[dict | None, dict[str, dict]]:
-    """(manifest, {cell: run record}) of an experiment; records that do not exist yet are absent."""
-    out = Path(out)
-    path = out / f"{experiment}.json"
-    if not path.exists():
-        return None, {}
-    manifest = json.loads(path.read_text())
-    records = {}
-    for cell, entry in manifest["cells"].items():
-        run_path = out / entry["run"]
-        if run_path.exists():
-            records[cell] = json.loads(run_path.read_text())
-    return manifest, records
+def load(out, experiment: str) -> list[dict]:
+    """The entries of <out>/<experiment>.json (empty when it does not exist yet)."""
+    path = Path(out) / f"{experiment}.json"
+    return json.loads(path.read_text()) if path.exists() else []
 
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg", force=False)
+def _save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
-    return plt
 
-
-def _fid_label(manifest: dict) -> str:
-    s = manifest["settings"]
-    return f"FID-FMNIST ({s['fid_samples']} samples, {s['sampler'].upper()} {s['sampling_steps']})"
-
-
-def _missing(manifest: dict, records: dict) -> str:
-    missing = [c for c in manifest["cells"] if c not in records or not records[c]["complete"]]
-    return f"\n(not finished: {', '.join(missing)})" if missing else ""
-
-
-def _curve(record: dict, x: str = "step"):
-    return [e[x] for e in record["evals"]], [e["fid"] for e in record["evals"]]
-
-
-def plot_block_designs(out) -> Path | None:
-    manifest, records = load(out, "block_designs")
-    if not records:
-        return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for cell, record in records.items():
-        steps, fids = _curve(record)
-        ax.plot(steps, fids, marker="o", label=f"{cell} ({record['gflops']:.3f} Gflops)")
-    model = next(iter(records.values()))["model"]
-    ax.set(xlabel="training steps", ylabel=_fid_label(manifest),
-           title=f"Block designs, {model} on latent Fashion-MNIST (Fig. 5){_missing(manifest, records)}")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend()
-    fig.tight_layout()
-    path = Path(out) / "block_designs.png"
-    fig.savefig(path, dpi=120)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
-def _grid_axes(records: dict) -> tuple[list[str], list[int]]:
-    sizes = sorted({r["size"] for r in records.values()}, key=lambda s: SIZE_ORDER.index(s) if s in SIZE_ORDER else 99)
-    patches = sorted({r["patch"] for r in records.values()})
-    return sizes, patches
+def plot_block_designs(entries: list[dict], path: Path) -> Path:
+    from ditlib.course.findings import block_design_figure
+
+    return _save(block_design_figure(entries), Path(path))
 
 
-def plot_scaling_steps(out) -> Path | None:
-    manifest, records = load(out, "scaling_grid")
-    if not records:
-        return None
-    plt = _pyplot()
-    sizes, patches = _grid_axes(records)
-    columns = max(len(sizes), len(patches))
-    fig, axes = plt.subplots(2, columns, figsize=(3.6 * columns, 6.4), sharey=True, squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for j, patch in enumerate(patches):                # top row: fixed patch, the sizes compared
-        ax = axes[0, j]
-        for i, size in enumerate(sizes):
-            for record in records.values():
-                if record["size"] == size and record["patch"] == patch:
-                    ax.plot(*_curve(record), marker="o", color=colors[i % len(colors)], label=f"DiT-{size}")
-        ax.set_title(f"patch {patch} ({next(r['tokens'] for r in records.values() if r['patch'] == patch)} tokens)")
-    for i, size in enumerate(sizes):                   # bottom row: fixed size, the patches compared
-        ax = axes[1, i]
-        for j, patch in enumerate(patches):
-            for record in records.values():
-                if record["size"] == size and record["patch"] == patch:
-                    ax.plot(*_curve(record), marker="o", color=colors[(j + 3) % len(colors)], label=f"patch {patch}")
-        ax.set_title(f"DiT-{size}")
-    for ax in axes.flat:
-        if ax.has_data():
-            ax.set(xlabel="training steps")
-            ax.grid(alpha=0.3, which="both")
-            ax.legend(fontsize=8)
-        else:
-            ax.set_visible(False)
-    axes[0, 0].set_ylabel(_fid_label(manifest))
-    axes[1, 0].set_ylabel(_fid_label(manifest))
-    fig.suptitle(f"Scaling model size and patch size (Fig. 6){_missing(manifest, records)}")
-    fig.tight_layout()
-    path = Path(out) / "scaling_fid_vs_steps.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+def plot_scaling(entries: list[dict], out) -> list[Path]:
+    from ditlib.course.findings import scaling_compute_figure, scaling_gflops_figure, scaling_steps_figure
 
-
-def _plot_final_against(out, x_of, xlabel: str, name: str, title: str, all_evals: bool) -> Path | None:
-    manifest, records = load(out, "scaling_grid")
-    if not records:
-        return None
-    plt = _pyplot()
-    sizes, patches = _grid_axes(records)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    markers = ["o", "s", "^", "D", "v"]
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for cell, record in records.items():
-        color = colors[sizes.index(record["size"]) % len(colors)]
-        marker = markers[patches.index(record["patch"]) % len(markers)]
-        evals = record["evals"] if all_evals else record["evals"][-1:]
-        xs, fids = [x_of(record, e) for e in evals], [e["fid"] for e in evals]
-        ax.plot(xs, fids, marker=marker, color=color, linestyle="-" if all_evals else "none",
-                label=f"{cell}" + ("" if record["complete"] else " (partial)"))
-        if not all_evals:
-            ax.annotate(cell.removeprefix("DiT-"), (xs[-1], fids[-1]), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    steps = manifest["settings"]["steps"]
-    ax.set(xscale="log", xlabel=xlabel, ylabel=_fid_label(manifest),
-           title=f"{title}{_missing(manifest, records)}")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, ncol=2, title=None if all_evals else f"after {steps} steps", title_fontsize=8)
-    fig.tight_layout()
-    path = Path(out) / name
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def plot_all(out=DEFAULT_OUT) -> list[Path]:
-    """Every figure whose JSONs exist; returns the paths written."""
-    paths = [
-        plot_block_designs(out),
-        plot_scaling_steps(out),
-        _plot_final_against(out, lambda r, e: r["gflops"], "Gflops per forward pass (one image)",
-                            "scaling_fid_vs_gflops.png", "Final FID against model Gflops (Fig. 8)", all_evals=False),
-        _plot_final_against(out, lambda r, e: e["train_flops"] / 1e9, "training compute, Gflops (Gflops × batch × steps × 3)",
-                            "scaling_fid_vs_compute.png", "FID against training compute (Fig. 9)", all_evals=True),
-    ]
-    return [p for p in paths if p is not None]
+    out = Path(out)
+    return [_save(scaling_steps_figure(entries), out / "scaling_fid_vs_steps.png"),
+            _save(scaling_gflops_figure(entries), out / "scaling_fid_vs_gflops.png"),
+            _save(scaling_compute_figure(entries), out / "scaling_fid_vs_compute.png")]
 
 
 def _minutes(seconds: float) -> str:
     return f"{int(seconds // 60)} min {int(round(seconds % 60)):02d} s"
 
 
+def _table(entries: list[dict], first: str, name) -> list[str]:
+    from ditlib.course.findings import short_cpu
+
+    steps = sorted({s["step"] for e in entries for s in e["snapshots"]})
+    lines = [f"| {first} | seed | params | Gflops | " + " | ".join(f"FID @ {s}" for s in steps)
+             + " | FID guided | training compute (Gflops) | training | CPU |",
+             "|---|---|---|---|" + "---|" * len(steps) + "---|---|---|---|"]
+    for e in entries:
+        fid = {s["step"]: s["fid"] for s in e["snapshots"]}
+        lines.append(f"| {name(e)} | {e['seed']} | {e['params'] / 1e6:.2f}M | {e['gflops']:.4f} | "
+                     + " | ".join(f"{fid[s]:.2f}" if s in fid else "–" for s in steps)
+                     + f" | {e['fid_1k_guided']:.2f} | {e['gflops'] * e['batch_size'] * e['steps'] * 3:.3g} | "
+                       f"{_minutes(e['train_seconds'])} | {short_cpu(e['cpu'])} |")
+    return lines
+
+
 def tables(out=DEFAULT_OUT) -> str:
-    """The results as Markdown tables (what experiments/README.md shows), from the JSONs."""
+    """The results as Markdown tables (what experiments/README.md shows), from the summaries."""
     lines = []
-    manifest, records = load(out, "block_designs")
-    if records:
-        steps = sorted({e["step"] for r in records.values() for e in r["evals"]})
-        lines += [f"Block designs ({next(iter(records.values()))['model']}), {_fid_label(manifest)} of the EMA weights:", "",
-                  "| design | params | Gflops | " + " | ".join(f"FID @ {s}" for s in steps)
-                  + " | final train loss | wall | CPU |",
-                  "|---|---|---|" + "---|" * len(steps) + "---|---|---|"]
-        for cell, r in records.items():
-            fids = {e["step"]: e["fid"] for e in r["evals"]}
-            last = r["evals"][-1]
-            lines.append(f"| {cell} | {r['params'] / 1e6:.2f}M | {r['gflops']:.4f} | "
-                         + " | ".join(f"{fids[s]:.2f}" if s in fids else "–" for s in steps)
-                         + f" | {last['train_loss']:.4f} | {_minutes(last['wall_s'])} | {_minutes(last['cpu_s'])} |")
-        lines.append("")
-    manifest, records = load(out, "scaling_grid")
-    if records:
-        steps = sorted({e["step"] for r in records.values() for e in r["evals"]})
-        lines += [f"Scaling grid (adaLN-Zero), {_fid_label(manifest)} of the EMA weights:", "",
-                  "| model | depth × width | tokens | params | Gflops | " + " | ".join(f"FID @ {s}" for s in steps)
-                  + " | training Gflops | wall | CPU |",
-                  "|---|---|---|---|---|" + "---|" * len(steps) + "---|---|---|"]
-        for cell, r in sorted(records.items(), key=lambda kv: kv[1]["gflops"]):
-            fids = {e["step"]: e["fid"] for e in r["evals"]}
-            last = r["evals"][-1]
-            lines.append(f"| {cell} | {r['depth']} × {r['hidden_size']} | {r['tokens']} | {r['params'] / 1e6:.2f}M | "
-                         f"{r['gflops']:.4f} | " + " | ".join(f"{fids[s]:.2f}" if s in fids else "–" for s in steps)
-                         + f" | {last['train_flops'] / 1e9:.3g} | {_minutes(last['wall_s'])} | {_minutes(last['cpu_s'])} |")
+    designs = load(out, "block_designs")
+    if designs:
+        lines += [f"Block designs ({designs[0]['model']}):", "", *_table(designs, "design", lambda e: e["block"]), ""]
+    grid = load(out, "scaling_grid")
+    if grid:
+        lines += ["Scaling grid (adaLN-Zero):", "", *_table(grid, "model", lambda e: e["model"])]
     return "\n".join(lines)
 
 
@@ -211,12 +91,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.tables:
         print(tables(args.out))
-    paths = plot_all(args.out)
+    designs, grid = load(args.out, "block_designs"), load(args.out, "scaling_grid")
+    if not designs and not grid:
+        print(f"no block_designs.json or scaling_grid.json in {args.out}", file=sys.stderr)
+        return 1
+    paths = ([plot_block_designs(designs, args.out / "block_designs.png")] if designs else []) \
+        + (plot_scaling(grid, args.out) if grid else [])
     for path in paths:
         print(path)
-    if not paths:
-        print(f"no experiment JSONs in {args.out}", file=sys.stderr)
-        return 1
     return 0
 
 

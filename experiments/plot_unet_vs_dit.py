@@ -1,4 +1,4 @@
-"""The DiT-vs-U-Net figure from the run records alone (experiments/results/unet_vs_dit/*.json).
+"""The DiT-vs-U-Net figure from the run records alone (experiments/results/runs/*.json).
 
 Three panels of FID-FMNIST at N = 1,000 without guidance (`ditlib.course.viz.unet_vs_dit_figure`, the figure
 lesson 10 draws): final FID against model Gflops with a line FID = a + b·log10(Gflops) fitted per family,
@@ -9,7 +9,6 @@ and FID along training against training compute (Gflops × batch × steps × 3) 
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -43,7 +42,9 @@ def table(records: list[dict]) -> str:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     out = Path(__file__).resolve().parent / "results"
-    records = [json.loads(p.read_text()) for p in sorted((out / "unet_vs_dit").glob("*.json"))]
+    from unet_vs_dit import load_records
+
+    records = load_records(out)
     if "--table" in argv:
         print(table(records))
         return 0

@@ -33,12 +33,14 @@ import torch
 from common import REPO, readme_fid, same_config, write_json
 
 from ditlib import checkpoints as ckpt
-from ditlib.configs import build_backbone, get_config
+from ditlib.configs import DEFAULT_CONFIG, TRAIN_CONFIGS, build_backbone, get_config
 from ditlib.flops import counted_gflops, num_params
 from ditlib.runtime import hardware_summary
 from ditlib.sample import sampling_guidance
 
 DEFAULT_WORK = REPO / "runs" / "experiments" / "recipe"     # not committed: checkpoints stay out of git
+RUNS = "runs"                   # <results>/runs/<run>.json: the records of every long run, whichever script made it
+BASE_CONFIG = DEFAULT_CONFIG    # the recipe whose model or block the block-design and scaling runs replace
 PRECISION = "fp32"
 FID_SAMPLES = 1000
 SAMPLING_STEPS = 50
@@ -49,15 +51,59 @@ def family(config) -> str:
     return "U-Net" if config.model.startswith("UNet-") else "DiT"
 
 
-def run_name(config_name: str, seed: int, steps: int) -> str:
-    """'fmnist-latent-DiT-T/2', 0, 6000 -> 'fmnist-latent-DiT-T-2_6000_seed0'."""
-    return f"{config_name.replace('/', '-')}_{steps}_seed{seed}"
+def run_name(config_name: str, seed: int, steps: int, model: str | None = None, block: str | None = None) -> str:
+    """'fmnist-latent-DiT-T/2', 0, 6000 -> 'fmnist-latent-DiT-T-2_6000_seed0'; with a model or block override,
+    e.g. block='in-context': 'fmnist-latent-DiT-T-2_in-context_6000_seed0'."""
+    parts = [config_name] + [o for o in (model, block) if o is not None] + [str(steps), f"seed{seed}"]
+    return "_".join(parts).replace("/", "-")
 
 
-def run_config(config_name: str, seed: int, steps: int, snapshot_every: int):
-    """The named config with this run's seed, length, snapshots and fp32 (its recipe otherwise untouched)."""
-    return get_config(config_name).replace(seed=seed, max_steps=steps, snapshot_every=snapshot_every,
-                                           precision=PRECISION)
+def run_config(config_name: str, seed: int, steps: int, snapshot_every: int, model: str | None = None,
+               block: str | None = None):
+    """The named config with this run's seed, length, snapshots and fp32, and optionally another DiT `model` or
+    `block` design (its recipe otherwise untouched)."""
+    config = get_config(config_name)
+    overrides = {k: v for k, v in (("model", model), ("block", block)) if v is not None}
+    if overrides and family(config) != "DiT":
+        raise ValueError(f"{config_name} is a U-Net config: model/block overrides are for DiT configs")
+    return config.replace(seed=seed, max_steps=steps, snapshot_every=snapshot_every, precision=PRECISION,
+                          **overrides)
+
+
+def cell(model: str, block: str = "adaLN-Zero", base: str | None = None) -> tuple[str, dict]:
+    """The (config name, overrides) that train `model` with `block` on the default's recipe: the registered
+    config `fmnist-latent-<model>` when it is exactly that (so that the runs of unet_vs_dit.py are reused), else
+    the default config with the model and/or block replaced."""
+    base = base or BASE_CONFIG
+    named = f"fmnist-latent-{model}"
+    if block == "adaLN-Zero" and named in TRAIN_CONFIGS:
+        mine, theirs = TRAIN_CONFIGS[named].to_dict(), TRAIN_CONFIGS[base].replace(model=model).to_dict()
+        if {**mine, "name": None, "notes": None} == {**theirs, "name": None, "notes": None}:
+            return named, {}
+    base_config = TRAIN_CONFIGS[base]
+    overrides = {}
+    if model != base_config.model:
+        overrides["model"] = model
+    if block != base_config.block:
+        overrides["block"] = block
+    return base, overrides
+
+
+def load_records(folder: Path) -> list[dict]:
+    """Every run record in a folder (finished or not), by run name."""
+    return [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))]
+
+
+SUMMARY_FIELDS = ("run", "family", "config", "model", "block", "seed", "steps", "batch_size", "params", "gflops",
+                  "fid_1k", "fid_1k_guided", "train_seconds", "cpu")
+
+
+def summary_entry(record: dict) -> dict:
+    """What a figure or a lesson needs of a complete run: its facts, its final FIDs and the FID (no guidance) and
+    training seconds at every snapshot."""
+    entry = {key: record[key] for key in SUMMARY_FIELDS}
+    entry["snapshots"] = [{"step": s["step"], "fid": s["fid"], "train_s": s["train_s"]} for s in record["snapshots"]]
+    return entry
 
 
 def measure(checkpoint: Path, cfg_scale: float, interval) -> dict:
@@ -68,12 +114,13 @@ def measure(checkpoint: Path, cfg_scale: float, interval) -> dict:
 
 
 def run(config_name: str, seed: int, steps: int, snapshot_every: int, out: Path, work: Path = DEFAULT_WORK,
-        command: str = "", log=print) -> dict:
-    """Train (or resume) one run and measure its FIDs; returns the complete record (also in <out>/<run>.json)."""
+        command: str = "", log=print, model: str | None = None, block: str | None = None) -> dict:
+    """Train (or resume) one run and measure its FIDs; returns the complete record (also in <out>/<run>.json).
+    `model` and `block` replace the DiT config's model or block design (see `cell`)."""
     from ditlib.train import FINAL_WEIGHTS, list_snapshots, train
 
-    name = run_name(config_name, seed, steps)
-    config = run_config(config_name, seed, steps, snapshot_every)
+    name = run_name(config_name, seed, steps, model, block)
+    config = run_config(config_name, seed, steps, snapshot_every, model, block)
     path, run_dir = Path(out) / f"{name}.json", Path(work) / name
     guided_scale, guided_interval = sampling_guidance(None, None, config.to_dict())
     sampling = {"num_samples": FID_SAMPLES, "sampler": "ddim", "steps": SAMPLING_STEPS, "seed": 0,
@@ -89,6 +136,7 @@ def run(config_name: str, seed: int, steps: int, snapshot_every: int, out: Path,
         with torch.device("meta"):
             params = num_params(build_backbone(config.model_config()))
         record = {"run": name, "family": family(config), "config": config_name, "model": config.model,
+                  "overrides": {k: v for k, v in (("model", model), ("block", block)) if v is not None},
                   "block": config.block if family(config) == "DiT" else None, "seed": seed, "steps": steps,
                   "batch_size": config.batch_size, "params": params, "gflops": counted_gflops(config.model_config()),
                   "train_config": config.to_dict(), "sampling": sampling, "snapshots": [], "complete": False,

@@ -18,7 +18,7 @@ without guidance on each snapshot and with the default's guidance on the last (`
     python experiments/unet_vs_dit.py --plot-only                 # redraw from the JSONs
 
 Runs go one after another (one heavy job on two cores); each writes its record when it finishes a step of work,
-so an interrupted command loses nothing: run it again. Writes experiments/results/unet_vs_dit/<run>.json,
+so an interrupted command loses nothing: run it again. Writes experiments/results/runs/<run>.json,
 experiments/results/unet_vs_dit.json (one line per finished run) and unet_vs_dit.png.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 
 from common import DEFAULT_OUT, command_line, write_json
-from recipe_runs import DEFAULT_WORK, run
+from recipe_runs import DEFAULT_WORK, RUNS, run
 
 PAIRS = {"S": ("fmnist-latent-DiT-XS/2", "fmnist-latent-UNet-S"),
          "M": ("fmnist-latent-DiT-T/2", "fmnist-latent-UNet-M"),
@@ -49,7 +49,10 @@ def summary(records: list[dict]) -> list[dict]:
 
 
 def load_records(out: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((out / "unet_vs_dit").glob("*.json"))]
+    """The records of the pairs' runs (no model or block override) among <out>/runs/*.json."""
+    configs = {c for pair in PAIRS.values() for c in pair}
+    records = [json.loads(p.read_text()) for p in sorted((out / RUNS).glob("*.json"))]
+    return [r for r in records if r["config"] in configs and not r.get("overrides")]
 
 
 def main(argv=None) -> int:
@@ -76,7 +79,7 @@ def main(argv=None) -> int:
             for pair in pairs:
                 for index, config in enumerate(PAIRS[pair]):
                     if args.family in ("both", ("DiT", "U-Net")[index]):
-                        run(config, seed, args.steps, args.every, args.out / "unet_vs_dit", args.work, command)
+                        run(config, seed, args.steps, args.every, args.out / RUNS, args.work, command)
                         write_json(args.out / "unet_vs_dit.json", summary(load_records(args.out)))
     records = load_records(args.out)
     write_json(args.out / "unet_vs_dit.json", summary(records))

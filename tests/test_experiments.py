@@ -13,125 +13,147 @@ sys.path.insert(0, str(EXPERIMENTS))
 import block_designs  # noqa: E402
 import common  # noqa: E402
 import plot  # noqa: E402
+import recipe_runs  # noqa: E402
 import scaling_grid  # noqa: E402
 
-TINY = ["--steps", "4", "--eval-every", "2", "--fid-samples", "32", "--sampling-steps", "2", "--threads", "1"]
+TINY = ["--steps", "4", "--every", "2"]
 GRID_CELL = "DiT-debug/4"
-GRID_RUN = "DiT-debug-4_adaLN-Zero"
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    """One design of block_designs.py and one cell of scaling_grid.py, as a reviewer would re-run them."""
+    """Two designs of block_designs.py and one cell of scaling_grid.py, as a reviewer would re-run them, on the
+    seconds-long `debug` recipe (DiT-debug/8 on pixels) with 40-sample FIDs of 3 DDIM steps (kept for the module's
+    tests that run more)."""
     out, work = tmp_path_factory.mktemp("results"), tmp_path_factory.mktemp("work")
-    threads = torch.get_num_threads()
-    try:
-        assert block_designs.main(["--model", "DiT-debug/2", "--only", "adaLN", *TINY,
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(recipe_runs, "BASE_CONFIG", "debug")
+        patch.setattr(recipe_runs, "FID_SAMPLES", 40)
+        patch.setattr(recipe_runs, "SAMPLING_STEPS", 3)
+        assert block_designs.main(["--model", "DiT-debug/8", "--designs", "adaLN,in-context", "--seeds", "0", *TINY,
                                    "--out", str(out), "--work", str(work)]) == 0
-        assert scaling_grid.main(["--sizes", "debug", "--patches", "2,4", "--only", GRID_CELL, *TINY,
+        assert scaling_grid.main(["--sizes", "debug", "--patches", "4,8", "--only", GRID_CELL, *TINY,
                                   "--out", str(out), "--work", str(work)]) == 0
-    finally:
-        torch.set_num_threads(threads)
-    return out, work
+        yield out, work
 
 
-def tiny_settings():
-    return common.Settings(steps=4, eval_every=2, fid_samples=32, sampling_steps=2)
+def test_cell_reuses_a_named_config_that_is_the_default_recipe_and_overrides_the_rest():
+    base = "fmnist-latent-DiT-T/2"
+    assert recipe_runs.cell("DiT-T/2", base=base) == (base, {})                          # the default itself
+    assert recipe_runs.cell("DiT-XS/2", base=base) == ("fmnist-latent-DiT-XS/2", {})     # the U-Net pair's DiT
+    assert recipe_runs.cell("DiT-M/2", base=base) == ("fmnist-latent-DiT-M/2", {})
+    assert recipe_runs.cell("DiT-T/2", "in-context", base=base) == (base, {"block": "in-context"})
+    assert recipe_runs.cell("DiT-T/1", base=base) == (base, {"model": "DiT-T/1"})
+    assert recipe_runs.run_name("fmnist-latent-DiT-T/2", 1, 6000, block="in-context") == \
+        "fmnist-latent-DiT-T-2_in-context_6000_seed1"
+    assert recipe_runs.run_name("fmnist-latent-DiT-T/2", 0, 6000) == "fmnist-latent-DiT-T-2_6000_seed0"
+    config = recipe_runs.run_config("fmnist-latent-DiT-T/2", 0, 6000, 1500, model="DiT-T/1", block="adaLN")
+    assert (config.model, config.block, config.lr_schedule, config.precision) == ("DiT-T/1", "adaLN", "cosine", "fp32")
+    with pytest.raises(ValueError, match="U-Net"):
+        recipe_runs.run_config("fmnist-latent-UNet-M", 0, 6000, 1500, block="adaLN")
 
 
-def test_each_run_writes_a_complete_json_with_its_evaluations(results):
+def test_each_run_writes_a_complete_record_and_the_summaries_list_the_finished_runs(results):
     out, _ = results
-    record = json.loads((out / "runs" / f"{GRID_RUN}.json").read_text())
-    assert record["complete"] and record["model"] == GRID_CELL and record["block"] == "adaLN-Zero"
-    assert (record["size"], record["patch"], record["tokens"]) == ("debug", 4, 4)
-    assert record["gflops"] > 0 and record["params"] > 0
-    assert "scaling_grid.py" in record["command"] and "--only" in record["command"]
-    assert record["torch"] == torch.__version__ and record["started"] and record["finished"]
-    assert record["settings"] == tiny_settings().to_dict()
-    assert [e["step"] for e in record["evals"]] == [2, 4]
-    for entry in record["evals"]:
-        assert {"step", "fid", "train_loss", "wall_s", "cpu_s", "train_flops"} <= set(entry)
-        assert entry["fid"] > 0 and entry["train_loss"] > 0 and entry["wall_s"] > 0 and entry["cpu_s"] > 0
-    assert record["evals"][-1]["train_flops"] == pytest.approx(record["gflops"] * 1e9 * 64 * 3 * 4)
-    design = json.loads((out / "runs" / "DiT-debug-2_adaLN.json").read_text())
-    assert design["complete"] and design["block"] == "adaLN"
-
-
-def test_the_manifests_list_every_cell_even_when_one_is_run(results):
-    out, _ = results
+    record = json.loads((out / "runs" / "debug_in-context_4_seed0.json").read_text())
+    assert record["complete"] and record["overrides"] == {"block": "in-context"} and record["block"] == "in-context"
+    assert [s["step"] for s in record["snapshots"]] == [2, 4] and record["fid_1k"] == record["snapshots"][-1]["fid"]
+    assert "block_designs.py" in record["command"] and record["train_config"]["precision"] == "fp32"
     designs = json.loads((out / "block_designs.json").read_text())
-    assert list(designs["cells"]) == ["in-context", "cross-attention", "adaLN", "adaLN-Zero"]
+    assert [(e["block"], e["seed"]) for e in designs] == [("in-context", 0), ("adaLN", 0)]    # the paper's order
+    assert all([s["step"] for s in e["snapshots"]] == [2, 4] and e["fid_1k"] > 0 for e in designs)
     grid = json.loads((out / "scaling_grid.json").read_text())
-    assert set(grid["cells"]) == {"DiT-debug/2", "DiT-debug/4"}
-    assert grid["cells"][GRID_CELL]["run"] == f"runs/{GRID_RUN}.json"
-
-
-def test_a_complete_run_is_skipped(results, capsys):
-    out, work = results
-    before = (out / "runs" / f"{GRID_RUN}.json").read_text()
-    assert scaling_grid.main(["--sizes", "debug", "--patches", "2,4", "--only", GRID_CELL, *TINY,
-                              "--out", str(out), "--work", str(work)]) == 0
-    assert "skipped" in capsys.readouterr().out
-    assert (out / "runs" / f"{GRID_RUN}.json").read_text() == before
-
-
-def test_an_interrupted_run_keeps_its_evaluations_and_resumes_to_the_same_numbers(results, tmp_path):
-    out, _ = results
-    uninterrupted = json.loads((out / "runs" / f"{GRID_RUN}.json").read_text())
-    settings = tiny_settings()
-    evaluator = common.FIDEvaluator(settings)
-
-    class DiesOnSecondEval:                                     # Ctrl-C while measuring FID at step 4
-        num_reference, calls = evaluator.num_reference, 0
-
-        def __call__(self, checkpoint):
-            self.calls += 1
-            if self.calls == 2:
-                raise KeyboardInterrupt
-            return evaluator(checkpoint)
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)                                    # as in the fixture: the same arithmetic
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            common.run_one(GRID_CELL, "adaLN-Zero", settings, tmp_path / "out", tmp_path / "work", DiesOnSecondEval())
-        partial = json.loads((tmp_path / "out" / "runs" / f"{GRID_RUN}.json").read_text())
-        assert not partial["complete"] and [e["step"] for e in partial["evals"]] == [2]
-        resumed = common.run_one(GRID_CELL, "adaLN-Zero", settings, tmp_path / "out", tmp_path / "work", evaluator)
-    finally:
-        torch.set_num_threads(threads)
-    assert resumed["complete"] and [e["step"] for e in resumed["evals"]] == [2, 4]
-    for got, want in zip(resumed["evals"], uninterrupted["evals"]):
-        assert got["fid"] == pytest.approx(want["fid"], rel=1e-6)
-        assert got["train_loss"] == pytest.approx(want["train_loss"], rel=1e-6)
-
-
-def test_a_run_with_other_settings_is_refused(results):
-    out, work = results
-    other = common.Settings(steps=6, eval_every=2, fid_samples=32, sampling_steps=2)
-    with pytest.raises(ValueError, match="other settings"):
-        common.run_one(GRID_CELL, "adaLN-Zero", other, out, work, evaluator=None)
-
-
-def test_fid_helper_equals_ditlib_compute_metrics():
-    from ditlib.data import FashionMNIST
-    from ditlib.evaluate import compute_metrics
-
-    train = FashionMNIST("train").images                        # uint8 (N, 1, 32, 32)
-    reference, images = train[:300].permute(0, 2, 3, 1), train[300:400].permute(0, 2, 3, 1)
-    evaluator = common.FIDEvaluator(tiny_settings(), reference=reference)
-    expected = compute_metrics(images, reference=reference, precision_recall=False)["fid"]
-    assert evaluator.fid(images) == pytest.approx(expected, rel=1e-6)
-
-
-def test_plot_draws_every_figure_from_the_jsons(results):
-    out, _ = results
-    for name in ("block_designs.png", "scaling_fid_vs_steps.png", "scaling_fid_vs_gflops.png"):
-        (out / name).unlink(missing_ok=True)
-    assert plot.main(["--out", str(out)]) == 0
+    assert [(e["model"], e["block"]) for e in grid] == [(GRID_CELL, "adaLN-Zero")]
+    assert json.loads((out / "runs" / "debug_DiT-debug-4_4_seed0.json").read_text())["overrides"] == {"model": GRID_CELL}
     for name in ("block_designs.png", "scaling_fid_vs_steps.png", "scaling_fid_vs_gflops.png",
                  "scaling_fid_vs_compute.png"):
-        assert (out / name).stat().st_size > 1000
+        assert (out / name).stat().st_size > 10_000
+
+
+def test_a_complete_run_is_skipped_and_an_interrupted_one_keeps_its_fids(results, monkeypatch, capsys):
+    out, work = results
+    before = (out / "runs" / "debug_DiT-debug-4_4_seed0.json").read_text()
+    measure = recipe_runs.readme_fid
+    monkeypatch.setattr(recipe_runs, "readme_fid", lambda *a, **k: pytest.fail("measured again"))
+    assert scaling_grid.main(["--sizes", "debug", "--patches", "4,8", "--only", GRID_CELL, *TINY,
+                              "--out", str(out), "--work", str(work)]) == 0
+    assert "skipped" in capsys.readouterr().out
+    assert (out / "runs" / "debug_DiT-debug-4_4_seed0.json").read_text() == before
+
+    calls = []
+
+    def dies_on_second(*args, **kwargs):                        # Ctrl-C while measuring the step-4 snapshot
+        calls.append(args[0])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(recipe_runs, "readme_fid", dies_on_second)
+    args = ["--designs", "adaLN-Zero", "--model", "DiT-debug/8", "--seeds", "1", *TINY, "--out", str(out),
+            "--work", str(work)]
+    with pytest.raises(KeyboardInterrupt):
+        block_designs.main(args)
+    path = out / "runs" / "debug_4_seed1.json"
+    partial = json.loads(path.read_text())
+    assert not partial["complete"] and [s["step"] for s in partial["snapshots"]] == [2]
+    monkeypatch.setattr(recipe_runs, "readme_fid", measure)
+    assert block_designs.main(args) == 0
+    resumed = json.loads(path.read_text())
+    assert resumed["complete"] and [s["step"] for s in resumed["snapshots"]] == [2, 4]
+    assert resumed["snapshots"][0] == partial["snapshots"][0]                  # kept, not measured again
+
+
+def test_a_record_made_with_another_config_is_refused(results):
+    out, work = results
+    path = out / "runs" / "debug_in-context_4_seed0.json"
+    record, original = json.loads(path.read_text()), path.read_text()
+    record["train_config"]["lr"] = 1.0                          # as if the recipe had changed since the run
+    path.write_text(json.dumps(record))
+    try:
+        with pytest.raises(SystemExit, match="another config"):
+            recipe_runs.run("debug", 0, 4, 2, out / "runs", work, block="in-context", log=lambda *_: None)
+    finally:
+        path.write_text(original)
+
+
+def test_plot_redraws_every_figure_from_the_summaries(results):
+    out, _ = results
+    for name in ("block_designs.png", "scaling_fid_vs_steps.png", "scaling_fid_vs_gflops.png",
+                 "scaling_fid_vs_compute.png"):
+        (out / name).unlink()
+    assert plot.main(["--out", str(out), "--tables"]) == 0
+    for name in ("block_designs.png", "scaling_fid_vs_steps.png", "scaling_fid_vs_gflops.png",
+                 "scaling_fid_vs_compute.png"):
+        assert (out / name).stat().st_size > 10_000
+    rows = plot.tables(out).splitlines()
+    assert rows[0] == "Block designs (DiT-debug/8):" and rows[2].count("FID @") == 2
+    assert any(r.startswith("| in-context | 0 |") for r in rows) and any(r.startswith(f"| {GRID_CELL} | 0 |") for r in rows)
+
+
+def test_the_log_gflops_fit_and_the_papers_panel():
+    from ditlib.course import findings
+    from ditlib.flops import PAPER_FID_400K, PAPER_GFLOPS
+
+    a, b, r = findings.fit_log10([0.01, 0.1, 1.0], [30.0, 20.0, 10.0])
+    assert (a, b, r) == (pytest.approx(10.0), pytest.approx(-10.0), pytest.approx(-1.0))
+    assert findings.fit_log10([0.1, 0.1], [3.0, 4.0]) is None
+    assert findings.size_and_patch("DiT-XS/4") == ("XS", 4)
+    assert set(PAPER_FID_400K) == set(PAPER_GFLOPS)
+    fig = findings.scaling_gflops_figure([])
+    paper = fig.axes[1]
+    assert len([l for l in paper.lines if l.get_marker() == "o"]) == 12 and "ImageNet" in paper.get_ylabel()
+    _, _, r_paper = findings.fit_log10(list(PAPER_GFLOPS.values()), [PAPER_FID_400K[m] for m in PAPER_GFLOPS])
+    assert r_paper < -0.9                                     # Figure 8: "strongly correlated" (-0.93 in the paper)
+
+
+def test_a_record_written_before_a_config_field_existed_still_matches_its_config():
+    config = recipe_runs.run_config("debug", 0, 4, 2, block="adaLN")
+    recorded = json.loads(json.dumps(config.to_dict()))
+    assert common.same_config(recorded, config)
+    del recorded["sample_guidance_interval"]                   # a field added later, at its default: still the same
+    assert common.same_config(recorded, config)
+    assert not common.same_config({**recorded, "lr": 1.0}, config)
+    assert not common.same_config({**recorded, "sample_guidance_interval": [0, 300]}, config)
 
 
 def test_vae_variants_records_each_variant_once(tmp_path, monkeypatch):
@@ -221,17 +243,6 @@ def test_guidance_sweep_measures_each_setting_once_with_the_fid_command(tmp_path
     assert guidance_sweep.main(args) == 0
 
 
-def test_a_record_written_before_a_config_field_existed_still_matches_its_config():
-    settings = common.Settings(steps=4, eval_every=2, fid_samples=32, sampling_steps=2)
-    config = common.run_config(GRID_CELL, "adaLN-Zero", settings)
-    recorded = json.loads(json.dumps(config.to_dict()))
-    assert common.same_config(recorded, config)
-    del recorded["sample_guidance_interval"]                   # a field added later, at its default: still the same
-    assert common.same_config(recorded, config)
-    assert not common.same_config({**recorded, "lr": 1.0}, config)
-    assert not common.same_config({**recorded, "sample_guidance_interval": [0, 300]}, config)
-
-
 def test_unet_vs_dit_trains_each_family_once_and_records_the_issues_table(tmp_path, monkeypatch):
     import recipe_runs
     import unet_vs_dit
@@ -253,7 +264,7 @@ def test_unet_vs_dit_trains_each_family_once_and_records_the_issues_table(tmp_pa
                              "train_seconds", "cpu"}
     assert all(r["steps"] == 8 and r["fid_1k"] > 0 and r["fid_1k_guided"] > 0 and r["train_seconds"] > 0
                for r in table)
-    record = json.loads((tmp_path / "results" / "unet_vs_dit" / "test-UNet_8_seed0.json").read_text())
+    record = json.loads((tmp_path / "results" / "runs" / "test-UNet_8_seed0.json").read_text())
     assert [s["step"] for s in record["snapshots"]] == [4, 8]                 # unguided FID along training
     assert record["train_config"]["precision"] == "fp32" and record["fid_1k"] == record["snapshots"][-1]["fid"]
     assert "--cfg-scale 1.5" in record["guided"]["command"] and "--cfg-scale 1 " in record["snapshots"][0]["command"]

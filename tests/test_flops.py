@@ -106,13 +106,13 @@ def test_gflops_table_lists_every_config_with_params_and_gflops():
     assert by_name["DiT-S/2"][0] < by_name["DiT-B/2"][0] < by_name["DiT-L/2"][0] < by_name["DiT-XL/2"][0]
 
 
-# §3.2 / Figure 5 of the paper: DiT-XL/2 Gflops per block design (see PAPER_BLOCK_GFLOPS for provenance).
-FIGURE_5_GFLOPS = {"in-context": 119.4, "cross-attention": 137.6, "adaLN": 118.6, "adaLN-Zero": 118.6}
+# Table 4 of the paper: DiT-XL/2 Gflops per block design (see PAPER_BLOCK_GFLOPS for provenance).
+FIGURE_5_GFLOPS = {"in-context": 119.37, "cross-attention": 137.62, "adaLN": 118.56, "adaLN-Zero": 118.64}
 
 
 @pytest.mark.parametrize("design", BLOCK_DESIGNS)
 def test_gflops_of_each_block_design_reproduce_the_paper(design):
-    assert gflops("DiT-XL/2", block=design) == pytest.approx(FIGURE_5_GFLOPS[design], rel=0.005)
+    assert gflops("DiT-XL/2", block=design) == pytest.approx(FIGURE_5_GFLOPS[design], abs=0.01)
 
 
 def test_paper_block_gflops_constant_covers_the_four_designs():

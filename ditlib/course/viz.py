@@ -330,7 +330,7 @@ def training_gflops(record: dict, step: int) -> float:
 
 
 def unet_vs_dit_figure(records: list[dict]):
-    """DiT against the U-Net from run records (experiments/results/unet_vs_dit/*.json), three panels of FID-FMNIST
+    """DiT against the U-Net from run records (experiments/results/runs/*.json), three panels of FID-FMNIST
     without guidance: final FID against model Gflops with a line FID = a + b·log10(Gflops) fitted per family
     (Figure 8's question); FID along training against training compute (Figure 9's axis) and against CPU minutes."""
     fig, (ax_size, ax_compute, ax_time) = plt.subplots(1, 3, figsize=(13.5, 4.2))
@@ -382,8 +382,10 @@ def unet_vs_dit_figure(records: list[dict]):
         ax.set_ylabel("FID-FMNIST, N = 1,000, no guidance")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-    cpu = done[0]["cpu"] if done else ""
+    cpus = list(dict.fromkeys(r["cpu"].removeprefix("CPU ") for r in done))
     fig.suptitle(f"DiT vs U-Net (diffusers' UNet2DModel) at matched Gflops, latent Fashion-MNIST, the default's "
-                 f"recipe, fp32; DDIM 50\n{cpu}", fontsize=9)
+                 f"recipe, fp32; DDIM 50\ntrained on " + "; ".join(
+                     f"{cpu} ({', '.join(dict.fromkeys(r['model'] for r in done if r['cpu'].removeprefix('CPU ') == cpu))})"
+                     for cpu in cpus), fontsize=8)
     fig.tight_layout()
     return fig
