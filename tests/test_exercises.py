@@ -1,15 +1,25 @@
 """Specification of ditlib.course.exercises: each notebook check passes a correct solution, names typical
 mistakes specifically, never lets a learner's exception escape, and answers deterministically."""
+import re
+import sys
+from pathlib import Path
+
+import einops
+import einops.layers.torch
 import numpy as np
 import pytest
 import torch
+from einops import rearrange
 
 from ditlib.course import exercises as ex
 
 import test_exercises_model as model_solutions
 import test_exercises_sampling as sampling_solutions
-from ditlib.diffusion import create_diffusion
-from ditlib.models import build_model, get_1d_sincos_pos_embed_from_grid
+from ditlib.course.feedback import Problem, call_refusing
+from ditlib.diffusion import GaussianDiffusion, create_diffusion
+from ditlib.models import DiTBlock, build_model, get_1d_sincos_pos_embed_from_grid, timestep_embedding
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
 # ----------------------------------------------------------------------------- learner-style solutions
@@ -64,14 +74,10 @@ def adaln_zero_block_forward(block, x, c):
     return x + gate2.unsqueeze(1) * block.mlp(modulate(block.norm2(x), shift2, scale2))
 
 
-def guided_eps(cond_eps, uncond_eps, cfg_scale):
-    return uncond_eps + cfg_scale * (cond_eps - uncond_eps)
-
-
 SOLUTIONS = {"q_sample": q_sample, "reparameterized_sample": reparameterized_sample,
              "posterior_mean_variance": posterior_mean_variance, "latent_scale_factor": latent_scale_factor,
              "patchify": patchify, "sincos_1d": sincos_1d, "modulate": modulate,
-             "adaln_zero_block": adaln_zero_block_forward, "cfg": guided_eps}
+             "adaln_zero_block": adaln_zero_block_forward}
 # The checks of the algorithms (lessons 03, 06–10) have their own files; their reference solutions join the
 # shared-contract tests below.
 SOLUTIONS.update({"dit_forward": model_solutions.dit_forward, "train_step": model_solutions.train_step,
@@ -191,8 +197,14 @@ def test_latent_scale_factor_accepts_biased_std_float_and_0d_tensor():
     assert ex.check_latent_scale_factor(lambda z: (1 / z.std()).reshape(()))
 
 
+def sincos_numpy_only(embed_dim, positions):     # works for NumPy positions only (.astype)
+    omega = 1.0 / 10000 ** (np.arange(embed_dim // 2) * 2 / embed_dim)
+    arg = positions.astype(np.float64)[:, None] * omega[None]
+    return np.concatenate([np.sin(arg), np.cos(arg)], axis=1)
+
+
 def test_sincos_check_accepts_numpy_output():
-    assert ex.check_sincos_1d(lambda d, p: get_1d_sincos_pos_embed_from_grid(d, np.asarray(p, dtype=np.float64)))
+    assert ex.check_sincos_1d(lambda d, p: sincos_numpy_only(d, np.asarray(p, dtype=np.float64)))
 
 
 def test_posterior_check_accepts_full_shape_variance():
@@ -344,7 +356,6 @@ def test_patchify_check_spots_channel_first_features_and_column_major_tokens():
         return x.reshape(n, c, h // p, p, w // p, p).permute(0, 4, 2, 3, 5, 1).reshape(n, -1, c * p * p)
     _fails_with(ex.check_patchify, channels_first, "(c, p, q)", "(p, q, c)")
     _fails_with(ex.check_patchify, column_major, "column-major")
-    _fails_with(ex.check_patchify, lambda x, p: torch.nn.functional.unfold(x, p, stride=p).transpose(1, 2), "(c, p, q)")
 
 
 def test_patchify_check_spots_plain_reshape_and_transposed_output():
@@ -369,8 +380,7 @@ def test_sincos_check_spots_swapped_halves_interleaving_and_missing_factor_two()
 
 
 def test_sincos_check_hints_at_torch_positions_when_numpy_only_code_fails():
-    _fails_with(ex.check_sincos_1d, lambda d, p: get_1d_sincos_pos_embed_from_grid(d, p), "AttributeError",
-                "torch.as_tensor")
+    _fails_with(ex.check_sincos_1d, sincos_numpy_only, "AttributeError", "torch.as_tensor")
 
 
 def test_modulate_solution_equals_ditlib_modulate():
@@ -412,7 +422,6 @@ def _block_with(gates="branch", order=(0, 1, 2), fresh_norm=True, one_modulation
 
 def test_adaln_zero_block_reference_equals_ditlib_block_and_check_spots_gate_mistakes():
     assert ex.check_adaln_zero_block(_block_with()), "the variant helper itself must be right"
-    assert ex.check_adaln_zero_block(lambda block, x, c: block(x, c))
     _fails_with(ex.check_adaln_zero_block, _block_with(gates="none"), "left out the gates")
     _fails_with(ex.check_adaln_zero_block, _block_with(gates="stream"), "residual stream")
 
@@ -438,25 +447,111 @@ def test_adaln_zero_block_check_leaves_global_random_state_alone():
     assert torch.equal(state, torch.random.get_rng_state())
 
 
-def test_cfg_solution_matches_ditlib_forward_with_cfg():
-    model = build_model("DiT-debug/2", input_size=8, in_channels=4, num_classes=10, learn_sigma=False)
-    torch.nn.init.normal_(model.final_layer.linear.weight, std=0.1)       # non-zero output
-    g = torch.Generator().manual_seed(0)
-    x, t = torch.randn(2, 4, 8, 8, generator=g), torch.tensor([10, 500, 10, 500])
-    y = torch.tensor([3, 7, 10, 10])
-    with torch.no_grad():
-        out = model.forward(torch.cat([x, x]), t, y)
-        guided = model.forward_with_cfg(torch.cat([x, x]), t, y, cfg_scale=3.0)
-    assert torch.allclose(guided[:2], guided_eps(out[:2], out[2:], 3.0), atol=1e-5)
+# ----------------------------------------------------------------------------- library shortcuts are refused
+def _refused(check, fn, *phrases):
+    """The check refuses fn for calling the library routine it should write, and restores the profile hook."""
+    before = sys.getprofile()
+    fb = _fails_with(check, fn, "Your function ", *phrases)
+    assert "this exercise" in fb.message and "yourself" in fb.message
+    assert sys.getprofile() is before
+    return fb
 
 
-def test_cfg_check_spots_wrong_start_swapped_roles_and_missing_uncond():
-    _fails_with(ex.check_cfg, lambda c, u, s: c + s * (c - u), "started from the conditional")
-    _fails_with(ex.check_cfg, lambda c, u, s: c + s * (u - c), "swapped")
-    _fails_with(ex.check_cfg, lambda c, u, s: s * c, "only scaled the conditional")
-    _fails_with(ex.check_cfg, lambda c, u, s: s * (c - u), "forgot to add the unconditional")
-    _fails_with(ex.check_cfg, lambda c, u, s: u + (s - 1) * (c - u), "off by one")
-    assert ex.check_cfg(lambda c, u, s: s * c + (1 - s) * u)               # the same rule, rearranged
+def test_call_refusing_spots_a_routine_however_it_is_reached_and_restores_the_hook():
+    hints, before = {"default": "no hint"}, sys.getprofile()
+    forbidden = {DiTBlock.forward: "DiTBlock"}
+    block, x, c = DiTBlock(8, 2), torch.randn(1, 3, 8), torch.randn(1, 8)
+    out = call_refusing(lambda b, x, c: b.attn(x) + 1, (block, x, c), hints, forbidden, "refused {name}")
+    assert torch.equal(out, block.attn(x) + 1)                         # an honest function's result comes back
+    alias = DiTBlock.forward                                           # as if imported under another name
+    for shortcut in (lambda b, x, c: b(x, c), lambda b, x, c: b.forward(x, c), lambda b, x, c: alias(b, x, c)):
+        with pytest.raises(Problem, match="^refused DiTBlock$"):
+            call_refusing(shortcut, (block, x, c), hints, forbidden, "refused {name}")
+    with pytest.raises(Problem, match="^refused DiTBlock$"):           # the refusal wins over the error that followed
+        call_refusing(lambda b, x, c: b(x, c) / None, (block, x, c), hints, forbidden, "refused {name}")
+    with pytest.raises(Problem, match="TypeError"):                    # an honest error stays that error
+        call_refusing(lambda b, x, c: x / None, (block, x, c), hints, forbidden, "refused {name}")
+    assert sys.getprofile() is before
+
+
+def _lesson_solution(lesson: str, name: str, *helpers: str):
+    """The function `name` as the lesson's solution cell writes it (after the `helpers` it uses)."""
+    source = (NOTEBOOKS / f"{lesson}.py").read_text()
+    namespace = {"torch": torch, "np": np}
+    for function in (*helpers, name):
+        cell = re.search(rf"^def {function}\(.*?### END SOLUTION\n", source, re.S | re.M)
+        assert cell, f"no solution of {function} in notebooks/{lesson}.py"
+        exec(cell.group(0), namespace)
+    return namespace[name]
+
+
+@pytest.mark.parametrize("lesson, name, check, helpers", [
+    ("03_reverse_process_and_loss", "posterior_mean_variance", "check_posterior_mean_variance", ()),
+    ("05_vit_patchify", "patchify", "check_patchify", ()),
+    ("05_vit_patchify", "sincos_1d", "check_sincos_1d", ()),
+    ("06_conditioning_variants", "adaln_zero_block_forward", "check_adaln_zero_block", ("modulate",)),
+    ("06_conditioning_variants", "dit_forward", "check_dit_forward", ()),
+    ("09_classifier_free_guidance", "forward_with_cfg", "check_forward_with_cfg", ()),
+])
+def test_the_lessons_own_solutions_pass_the_checks_that_refuse_shortcuts(lesson, name, check, helpers):
+    # they use the library's parts (block.attn, block(x, c) in dit_forward, model(...)), not the routine itself
+    fb = getattr(ex, check)(_lesson_solution(lesson, name, *helpers))
+    assert fb.passed, fb.message
+
+
+def test_adaln_zero_block_check_allows_ditlibs_modulate():
+    from ditlib.models import modulate as ditlib_modulate
+
+    def with_ditlib_modulate(block, x, c):
+        shift1, scale1, gate1, shift2, scale2, gate2 = block.adaLN_modulation(c).chunk(6, dim=1)
+        x = x + gate1.unsqueeze(1) * block.attn(ditlib_modulate(block.norm1(x), shift1, scale1))
+        return x + gate2.unsqueeze(1) * block.mlp(ditlib_modulate(block.norm2(x), shift2, scale2))
+    fb = ex.check_adaln_zero_block(with_ditlib_modulate)
+    assert fb.passed, fb.message
+
+
+def test_patchify_check_refuses_einops_and_unfold():
+    pattern = "n c (h p) (w q) -> n (h w) (p q c)"
+    _refused(ex.check_patchify, lambda x, p: einops.rearrange(x, pattern, p=p, q=p), "calls einops", "without einops",
+             "reshape and permute")
+    _refused(ex.check_patchify, lambda x, p: rearrange(x, pattern, p=p, q=p), "calls einops")   # the notebook's import
+    _refused(ex.check_patchify, lambda x, p: einops.layers.torch.Rearrange(pattern, p=p, q=p)(x), "calls einops")
+    _refused(ex.check_patchify, lambda x, p: torch.nn.functional.unfold(x, p, stride=p).transpose(1, 2),
+             "torch.nn.functional.unfold")
+    _refused(ex.check_patchify, lambda x, p: torch.nn.Unfold(p, stride=p)(x).transpose(1, 2), "torch.nn.functional.unfold")
+
+
+def test_sincos_check_refuses_ditlibs_tables():
+    _refused(ex.check_sincos_1d, lambda d, p: get_1d_sincos_pos_embed_from_grid(d, np.asarray(p, dtype=np.float64)),
+             "ditlib's get_1d_sincos_pos_embed_from_grid", "sine-cosine table")
+    _refused(ex.check_sincos_1d, lambda d, p: get_1d_sincos_pos_embed_from_grid(d, p),   # refused before its error
+             "get_1d_sincos_pos_embed_from_grid")
+
+    def via_timestep_embedding(d, p):                 # [cos, sin] with the same frequencies, halves swapped back
+        emb = timestep_embedding(torch.as_tensor(p, dtype=torch.float64), d)
+        return torch.cat([emb[:, d // 2:], emb[:, : d // 2]], dim=1)
+    _refused(ex.check_sincos_1d, via_timestep_embedding, "timestep_embedding")
+
+
+def test_adaln_zero_block_check_refuses_the_library_block():
+    for shortcut in (lambda block, x, c: block(x, c), lambda block, x, c: block.forward(x, c),
+                     lambda block, x, c: DiTBlock.forward(block, x, c)):
+        _refused(ex.check_adaln_zero_block, shortcut, "calls ditlib's DiTBlock", "modulate", "block.attn", "block.mlp")
+
+
+def test_posterior_check_refuses_gaussian_diffusion():
+    def via_method(x_start, x_t, t, betas):
+        mean, var, _ = GaussianDiffusion(betas.numpy()).q_posterior_mean_variance(x_start, x_t, t)
+        return mean, var
+
+    def via_coefficients(x_start, x_t, t, betas):
+        d = GaussianDiffusion(betas.numpy())
+        return (_coef(d.posterior_mean_coef1, t, x_start) * x_start + _coef(d.posterior_mean_coef2, t, x_t) * x_t,
+                _coef(d.posterior_variance, t, x_t))
+    _refused(ex.check_posterior_mean_variance, via_method, "GaussianDiffusion.q_posterior_mean_variance",
+             "from betas")
+    fb = _refused(ex.check_posterior_mean_variance, via_coefficients, "ditlib's GaussianDiffusion")
+    assert "q_posterior_mean_variance" not in fb.message
 
 
 # ----------------------------------------------------------------------------- lesson 10: extrapolate_fid

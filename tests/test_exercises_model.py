@@ -165,7 +165,10 @@ def test_dit_forward_check_asks_for_model_condition_when_c_is_built_by_hand():
 
 
 def test_dit_forward_check_refuses_calling_the_model_itself():
-    _fails_with(check_dit_forward, lambda model, x, t, y: model(x, t, y), "called the model itself")
+    from ditlib.models import DiT
+    for shortcut in (lambda model, x, t, y: model(x, t, y), lambda model, x, t, y: model.forward(x, t, y),
+                     lambda model, x, t, y: DiT.forward(model, x, t, y)):
+        _fails_with(check_dit_forward, shortcut, "called the model itself", "from its parts")
 
 
 # ----------------------------------------------------------------------------- lesson 07: train_step
@@ -234,8 +237,20 @@ def test_train_step_check_names_fresh_noise_as_a_wrong_loss():
 
 
 # ----------------------------------------------------------------------------- lesson 09: forward_with_cfg
-def test_forward_with_cfg_check_passes_ditlibs_own_method():
-    assert check_forward_with_cfg(lambda m, *a, **k: m.forward_with_cfg(*a, **k))
+def test_forward_with_cfg_check_refuses_ditlibs_own_method_and_its_guidance_helper():
+    from ditlib.layers import guided_output
+    from ditlib.models import DiT
+
+    def via_helper(model, x, t, y, cfg_scale, guided_channels=None):
+        half = x[: len(x) // 2]
+        return guided_output(model(torch.cat([half, half]), t, y), model.in_channels, cfg_scale, guided_channels)
+    assert check_forward_with_cfg(forward_with_cfg)                    # the lesson's solution: model(...) is allowed
+    for shortcut, name in ((lambda m, *a, **k: m.forward_with_cfg(*a, **k), "DiT.forward_with_cfg"),
+                           (lambda m, *a, **k: DiT.forward_with_cfg(m, *a, **k), "DiT.forward_with_cfg"),
+                           (via_helper, "guided_output")):
+        fb = _fails_with(check_forward_with_cfg, shortcut, f"Your function calls ditlib's {name}", "yourself",
+                         "torch.cat([half, half])")
+        assert fb.exercise == "forward_with_cfg"
 
 
 def _cfg(sigma=False, swap=False, split_x=False, all_eps=False, half_only=False):

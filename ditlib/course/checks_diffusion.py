@@ -1,5 +1,6 @@
 """Checks of the diffusion lessons 01–04: q_sample, the reparameterization trick, the posterior
-q(x_{t−1} | x_t, x_0) and the latent scale factor (lessons 07 and 08 check q_sample and the posterior again)."""
+q(x_{t−1} | x_t, x_0) and the latent scale factor (lessons 07 and 08 check q_sample and the posterior again).
+The posterior's check refuses a function that gets it from ditlib's GaussianDiffusion (`call_refusing`)."""
 from __future__ import annotations
 
 import math
@@ -7,8 +8,8 @@ import math
 import numpy as np
 import torch
 
-from .feedback import (Problem, as_tensor, call, exercise, expect_finite, expect_shape, expect_values, is_close, randn,
-                       short_message)
+from .feedback import (Problem, as_tensor, call, call_refusing, exercise, expect_finite, expect_shape, expect_values,
+                       is_close, randn, short_message)
 
 __all__ = ["check_q_sample", "check_reparameterized_sample", "check_posterior_mean_variance",
            "check_latent_scale_factor"]
@@ -150,6 +151,8 @@ _P_HINTS = {
 }
 _MEAN = "β_t·√ᾱ_{t−1}/(1−ᾱ_t)·x₀ + (1−ᾱ_{t−1})·√α_t/(1−ᾱ_t)·x_t"
 _VAR = "β̃_t = β_t·(1−ᾱ_{t−1})/(1−ᾱ_t)"
+_P_REFUSAL = ("Your function uses ditlib's {name}: this exercise asks you to compute the posterior mean and variance "
+              "yourself from betas (ᾱ_t and ᾱ_{{t−1}}, then DDPM Eq. 7).")
 
 
 def _posterior(betas, t, x0, xt, prev="shift", sqrt_prev=True, sqrt_alpha=True, view=(-1, 1, 1, 1)):
@@ -166,6 +169,11 @@ def _posterior(betas, t, x0, xt, prev="shift", sqrt_prev=True, sqrt_alpha=True, 
 
 @exercise("posterior_mean_variance")
 def check_posterior_mean_variance(fn) -> str:
+    from ..diffusion import GaussianDiffusion
+
+    # building a GaussianDiffusion (SpacedDiffusion, create_diffusion) computes the posterior's coefficients
+    shortcuts = {GaussianDiffusion.q_posterior_mean_variance: "GaussianDiffusion.q_posterior_mean_variance",
+                 GaussianDiffusion.__init__: "GaussianDiffusion (it computes the posterior's coefficients)"}
     cases = [  # (B, C, H, W), t, betas, x dtype, description
         ((4, 3, 5, 4), [3, 7, 1, 9], _short_betas(), torch.float32, "a batch of 4 images with a 10-step schedule"),
         ((1, 1, 6, 6), [0], _linear_betas(), torch.float32, "a batch of 1 at t = 0"),
@@ -175,7 +183,7 @@ def check_posterior_mean_variance(fn) -> str:
     g = torch.Generator().manual_seed(3)
     for shape, t_list, betas, dtype, case in cases:
         x0, xt, t = randn(g, shape, dtype), randn(g, shape, dtype), torch.tensor(t_list)
-        out = call(fn, (x0.clone(), xt.clone(), t.clone(), betas.clone()), _P_HINTS)
+        out = call_refusing(fn, (x0.clone(), xt.clone(), t.clone(), betas.clone()), _P_HINTS, shortcuts, _P_REFUSAL)
         if isinstance(out, (torch.Tensor, np.ndarray)):
             raise Problem("Your function returned a single array; return the pair `return mean, variance`.")
         if out is None:

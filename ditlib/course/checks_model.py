@@ -8,7 +8,8 @@ the learner's function with the global random state saved and restored around it
 * ``dit_forward(model, x, t, y) -> (N, C_out, I, I)``: ``model(x, t, y)`` in eval mode, from its parts;
 * ``train_step(model, ema, optimizer, diffusion, x, y, t, noise, drop, ema_decay) -> loss``: t, noise and the
   label-dropout mask ``drop`` (bool (N,)) are given, so that the step is deterministic;
-* ``forward_with_cfg(model, x, t, y, cfg_scale, guided_channels=None)``: as ``DiT.forward_with_cfg``.
+* ``forward_with_cfg(model, x, t, y, cfg_scale, guided_channels=None)``: as ``DiT.forward_with_cfg``, which
+  (like its helper ``guided_output``) the function must not call.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import math
 
 import torch
 
-from .feedback import Problem, as_tensor, call, exercise, expect_finite, expect_shape, expect_values, is_close, randn
+from .feedback import (Problem, as_tensor, call, call_refusing, exercise, expect_finite, expect_shape, expect_values,
+                       is_close, randn)
 
 __all__ = ["check_dit_forward", "check_train_step", "check_forward_with_cfg"]
 
@@ -43,11 +45,12 @@ def _random_dit(g: torch.Generator, dtype=torch.float32, **fields):
     return model.to(dtype).eval()
 
 
-def _quietly(fn, args, hints, seed: int = 0):
-    """call(fn, args) with the global RNG seeded inside and restored afterwards."""
+def _quietly(fn, args, hints, seed: int = 0, refuse=None):
+    """call(fn, args) with the global RNG seeded inside and restored afterwards; `refuse` = (forbidden,
+    refusal) refuses those library routines (`call_refusing`)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return call(fn, args, hints)
+        return call(fn, args, hints) if refuse is None else call_refusing(fn, args, hints, *refuse)
 
 
 def _inputs(g: torch.Generator, n: int, model, dtype):
@@ -68,6 +71,8 @@ _FWD_HINTS = {"broadcast": "check the shapes on the way: x_embedder gives (N, T,
                          "then final_layer(x, c) and unpatchify"}
 _CROSS_HINT = ("this case uses the cross-attention design, whose c is the sequence [t_emb, y_emb]: take "
                "x, c = model.condition(x, t_emb, y_emb) instead of building c yourself, so it works for every design")
+_FWD_REFUSAL = ("You called the model itself, model(x, t, y): this exercise rebuilds that forward pass from its parts "
+                "(x_embedder, pos_embed, t_embedder, y_embedder, condition, blocks, final_layer, unpatchify).")
 
 
 def _dit_parts(model, x, t, y, pos=True, emb="both", blocks="chain", final="layer", unpatch="unpatchify"):
@@ -92,6 +97,9 @@ def _dit_parts(model, x, t, y, pos=True, emb="both", blocks="chain", final="laye
 
 @exercise("dit_forward")
 def check_dit_forward(fn) -> str:
+    from ..models import DiT
+
+    refuse = ({DiT.forward: "DiT.forward"}, _FWD_REFUSAL)      # model(x, t, y), model.forward or DiT.forward
     cases = [(dict(), 3, torch.float64, "3 float64 latents of 4×8×8 with adaLN-Zero blocks"),
              (dict(in_channels=1, patch_size=4, learn_sigma=False), 1, torch.float32,
               "a single 1-channel image with patch size 4 and adaLN-Zero blocks"),
@@ -104,21 +112,8 @@ def check_dit_forward(fn) -> str:
         hints = _FWD_HINTS if "block" not in fields else {**_FWD_HINTS, "broadcast": _CROSS_HINT, "default": _CROSS_HINT}
         with torch.no_grad():
             ref = model(x, t, y)
-            called = []
-
-            def refuse(*args, **kwargs):
-                called.append(True)
-                raise RuntimeError("model.forward is what this exercise rebuilds")
-            model.forward = refuse                      # model(x, t, y) itself is not an answer
             args = (model, x.clone(), t.clone(), y.clone())
-            try:
-                out = as_tensor(_quietly(fn, args, hints))
-            except Problem:
-                if called:
-                    raise Problem("You called the model itself, model(x, t, y): this exercise rebuilds that forward "
-                                  "pass from its parts (x_embedder, pos_embed, t_embedder, y_embedder, condition, "
-                                  "blocks, final_layer, unpatchify).") from None
-                raise
+            out = as_tensor(_quietly(fn, args, hints, refuse=refuse))
             I, p, C = model.input_size, model.patch_size, model.out_channels
             expect_shape(out, (n, C, I, I), hint=" = (N, C_out, I, I)", known=[
                 ((n, (I // p) ** 2, p * p * C), "Your output is still a sequence of tokens: turn it back into an "
@@ -148,7 +143,7 @@ def check_dit_forward(fn) -> str:
             ]
             expect_values(out, ref, variants, atol=1e-4, rtol=1e-4, case=case,
                           formula="model(x, t, y) in eval mode",
-                          rerun=lambda: as_tensor(_quietly(fn, args, hints, seed=1)),
+                          rerun=lambda: as_tensor(_quietly(fn, args, hints, seed=1, refuse=refuse)),
                           random_msg="Your output changes from one call to the next: at evaluation the forward pass "
                                      "has no randomness — call model.y_embedder(y, False), so that no labels are dropped.")
     return (f"dit_forward matches model(x, t, y) with random weights, adaLN-Zero and cross-attention blocks, "
@@ -289,6 +284,9 @@ _WCFG_HINTS = {"broadcast": "split the model's output along the batch into the c
                             "guided_channels=None means all in_channels ε channels",
                "default": "run the model on [half; half] with half = x[:len(x)//2], guide the first k channels with "
                           "ε_u + s·(ε_c − ε_u) and concatenate the rest unchanged"}
+_WCFG_REFUSAL = ("Your function calls ditlib's {name}: this exercise asks you to write the guided forward pass "
+                 "yourself — run model(...) once on torch.cat([half, half]) and guide its ε channels with "
+                 "ε_u + s·(ε_c − ε_u).")
 
 
 def _cfg_parts(model, x, t, y, s, k, sigma=False, swap=False, split_x=False, all_eps=False):
@@ -305,6 +303,11 @@ def _cfg_parts(model, x, t, y, s, k, sigma=False, swap=False, split_x=False, all
 
 @exercise("forward_with_cfg")
 def check_forward_with_cfg(fn) -> str:
+    from ..layers import guided_output
+    from ..models import DiT
+
+    shortcuts = ({DiT.forward_with_cfg: "DiT.forward_with_cfg (model.forward_with_cfg)",
+                  guided_output: "guided_output (the guidance step of DiT.forward_with_cfg)"}, _WCFG_REFUSAL)
     cases = [(dict(), 4, 4.0, None, torch.float32, "4 rows with learned Σ and cfg_scale 4"),
              (dict(), 2, 1.5, 3, torch.float32, "guided_channels=3 of 4 (how the official checkpoints are evaluated)"),
              (dict(learn_sigma=False), 6, 2.5, None, torch.float64, "6 float64 rows with fixed Σ and cfg_scale 2.5")]
@@ -316,7 +319,8 @@ def check_forward_with_cfg(fn) -> str:
         y = torch.cat([y[: n // 2], torch.full((n // 2,), model.num_classes)])   # [labels; null class]
         with torch.no_grad():
             ref = model.forward_with_cfg(x, t, y, s, k)
-            out = as_tensor(_quietly(fn, (model, x.clone(), t.clone(), y.clone(), s, k), _WCFG_HINTS))
+            out = as_tensor(_quietly(fn, (model, x.clone(), t.clone(), y.clone(), s, k), _WCFG_HINTS,
+                                     refuse=shortcuts))
             I, C_out = model.input_size, model.out_channels
             expect_shape(out, (n, C_out, I, I), hint=" (that of model(x, t, y))", known=[
                 ((n // 2, C_out, I, I), "You returned only the guided half: duplicate it to fill the batch, "

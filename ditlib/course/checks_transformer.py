@@ -1,5 +1,6 @@
 """Checks of the transformer lessons 05–06: patchify, 1-D sine-cosine embeddings, adaLN's modulate
-and the adaLN-Zero DiT block."""
+and the adaLN-Zero DiT block. Patchify, the sine-cosine table and the block refuse a function that calls
+the routine it should write (einops or unfold, ditlib's sin-cos tables, DiTBlock itself; `call_refusing`)."""
 from __future__ import annotations
 
 import math
@@ -7,7 +8,8 @@ import math
 import numpy as np
 import torch
 
-from .feedback import as_tensor, call, exercise, expect_finite, expect_shape, expect_values, randn
+from .feedback import (as_tensor, call, call_refusing, exercise, expect_finite, expect_shape, expect_values,
+                       library_folder, randn)
 
 __all__ = ["check_patchify", "check_sincos_1d", "check_modulate", "check_adaln_zero_block"]
 
@@ -18,6 +20,14 @@ __all__ = ["check_patchify", "check_sincos_1d", "check_modulate", "check_adaln_z
 _PATCH_HINTS = {"broadcast": "split H and W into (H/p, p) and (W/p, p) with reshape before permuting",
                 "TypeError": "check the signature patchify(x, patch_size) and use torch operations",
                 "default": "check your reshape / permute steps"}
+_PATCH_REFUSAL = ("Your function calls {name}: this exercise is patchify without einops or unfold — write it "
+                  "yourself with reshape and permute only.")
+
+
+def _patch_shortcuts() -> dict:
+    """What patchify must not call: einops (every function of the package) and unfold (nn.Unfold too)."""
+    einops = library_folder("einops")
+    return {**({einops: "einops"} if einops else {}), torch.nn.functional.unfold: "torch.nn.functional.unfold"}
 
 
 def _patches(x: torch.Tensor, p: int, tokens: str = "hw", features: str = "pqc") -> torch.Tensor:
@@ -34,12 +44,12 @@ def check_patchify(fn) -> str:
              ((1, 4, 16, 16), 4, torch.float32, "a single 4-channel 16×16 latent with p = 4"),
              ((3, 4, 8, 8), 4, torch.float64, "float64 latents with p = 4"),
              ((2, 3, 16, 16), 2, torch.float32, "2 RGB images of size 16×16 with p = 2")]
-    g = torch.Generator().manual_seed(5)
+    g, shortcuts = torch.Generator().manual_seed(5), _patch_shortcuts()
     for shape, p, dtype, case in cases:
         x = randn(g, shape, dtype)
         n, c, H, W = shape
         T, D = (H // p) * (W // p), p * p * c
-        out = as_tensor(call(fn, (x.clone(), p), _PATCH_HINTS))
+        out = as_tensor(call_refusing(fn, (x.clone(), p), _PATCH_HINTS, shortcuts, _PATCH_REFUSAL))
         expect_shape(out, (n, T, D), hint=" = (N, T, p·p·C)", known=[
             ((n, D, T), f"Your output is transposed: it should be (N, T, p·p·C) = {(n, T, D)}, one row per token."),
             ((n, H // p, W // p, D), "Flatten the (H/p, W/p) grid into a single token dimension: the output "
@@ -70,6 +80,8 @@ _S_HINTS = {"TypeError": "check the signature sincos_1d(embed_dim, positions); p
             "AttributeError": "positions may be a NumPy array or a torch tensor of shape (M,), so convert them "
                               "first, e.g. with torch.as_tensor(positions)",
             "default": "check your implementation of [sin(m·ω_k) …, cos(m·ω_k) …] with ω_k = 1/10000^(2k/D)"}
+_S_REFUSAL = ("Your function calls ditlib's {name}: this exercise asks you to build the sine-cosine table "
+              "yourself, with torch (or NumPy) operations.")
 
 
 def _sincos(D: int, pos: torch.Tensor, omega=None, layout: str = "sin|cos") -> torch.Tensor:
@@ -84,6 +96,11 @@ def _sincos(D: int, pos: torch.Tensor, omega=None, layout: str = "sin|cos") -> t
 
 @exercise("sincos_1d")
 def check_sincos_1d(fn) -> str:
+    from ..layers import get_1d_sincos_pos_embed_from_grid, get_2d_sincos_pos_embed, timestep_embedding
+
+    shortcuts = {get_2d_sincos_pos_embed: "get_2d_sincos_pos_embed",
+                 get_1d_sincos_pos_embed_from_grid: "get_1d_sincos_pos_embed_from_grid",
+                 timestep_embedding: "timestep_embedding"}
     cases = [(8, np.arange(6, dtype=np.float64), "D = 8 and NumPy positions 0 … 5"),
              (16, torch.tensor([0.0, 2.5, 7.0, 15.0]), "D = 16 and float32 torch positions"),
              (4, np.array([3.0]), "a single position"),
@@ -92,7 +109,7 @@ def check_sincos_1d(fn) -> str:
         pos = torch.as_tensor(positions).double()
         M = len(pos)
         given = positions.copy() if isinstance(positions, np.ndarray) else positions.clone()
-        out = as_tensor(call(fn, (D, given), _S_HINTS), numpy_ok=True)
+        out = as_tensor(call_refusing(fn, (D, given), _S_HINTS, shortcuts, _S_REFUSAL), numpy_ok=True)
         expect_shape(out, (M, D), hint=" = (M, embed_dim)", known=[
             ((D, M), f"Your output is transposed: it should be (M, embed_dim) = {(M, D)}, one row per position."),
             ((M, D // 2), "Your output has only D/2 features: concatenate the D/2 sines and the D/2 cosines."),
@@ -163,6 +180,9 @@ _BLOCK_HINTS = {"broadcast": "the six modulation vectors are (N, D): unsqueeze t
                 "TypeError": "check the signature adaln_zero_block_forward(block, x, c)",
                 "default": "split block.adaLN_modulation(c) into six (N, D) chunks and build the two gated "
                            "residual branches"}
+_BLOCK_REFUSAL = ("Your function calls ditlib's DiTBlock itself (block(x, c) or its forward): this exercise asks you "
+                  "to write that forward pass yourself, from block.adaLN_modulation, modulate, block.attn and "
+                  "block.mlp.")
 
 
 def _random_dit_block(g: torch.Generator, hidden_size: int, num_heads: int, dtype) -> torch.nn.Module:
@@ -198,6 +218,8 @@ def _block_variant(block, x, c, order=("shift", "scale", "gate"), gates="branch"
 
 @exercise("adaln_zero_block")
 def check_adaln_zero_block(fn) -> str:
+    from ..models import DiTBlock
+
     cases = [(2, 5, 16, 2, torch.float32, "a batch of 2 with 5 tokens of width 16"),
              (1, 4, 8, 2, torch.float32, "a single sample with 4 tokens"),
              (3, 6, 12, 3, torch.float64, "float64 inputs, 3 samples, 6 tokens, 3 heads")]
@@ -206,7 +228,8 @@ def check_adaln_zero_block(fn) -> str:
         block = _random_dit_block(g, D, heads, dtype)
         x, c = randn(g, (n, T, D), dtype), randn(g, (n, D), dtype)
         with torch.no_grad():
-            out = as_tensor(call(fn, (block, x.clone(), c.clone()), _BLOCK_HINTS))
+            out = as_tensor(call_refusing(fn, (block, x.clone(), c.clone()), _BLOCK_HINTS,
+                                          {DiTBlock.forward: "DiTBlock"}, _BLOCK_REFUSAL))
             expect_shape(out, (n, T, D), hint=" (the shape of x)")
             expect_finite(out)
             ref = block(x, c)

@@ -14,27 +14,34 @@ Contract of every ``check_<name>(fn)``:
 * wrong values are diagnosed by comparing with known-wrong variants computed in the check (a missing
   square root, swapped coefficients, …), so the message names the likely mistake and the formula to use;
 * messages are deterministic (no timings, no random numbers in success messages), and the inputs
-  come from a private ``torch.Generator``, so the global random state is left alone.
+  come from a private ``torch.Generator``, so the global random state is left alone;
+* where the library already has the routine the exercise asks for (``DiTBlock.forward``,
+  ``DiT.forward_with_cfg``, einops, …), ``call_refusing`` refuses a function that runs it: the exercise
+  is to write that routine, not to call it.
 
 ``bool(feedback)`` is ``feedback.passed``; Jupyter renders it as a green ✓ or red ✗ box.
 ``require(feedback)`` turns a failure into an ``AssertionError`` (for autograders), and ``CHECKS``
 maps each exercise name to its check function (filled as the check modules are imported).
 
 A check is a body decorated with ``@exercise("NAME")`` that returns its success text and raises
-:class:`Problem` with the message at the first mistake it finds; ``call``, ``as_tensor``,
-``expect_shape``, ``expect_finite`` and ``expect_values`` raise the usual ones.
+:class:`Problem` with the message at the first mistake it finds; ``call``, ``call_refusing``,
+``as_tensor``, ``expect_shape``, ``expect_finite`` and ``expect_values`` raise the usual ones.
 """
 from __future__ import annotations
 
 import functools
 import html
+import importlib.util
+import inspect
+import os
+import sys
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-__all__ = ["Feedback", "require", "CHECKS", "Problem", "exercise", "short_message", "call", "as_tensor",
-           "expect_shape", "expect_finite", "is_close", "expect_values", "randn"]
+__all__ = ["Feedback", "require", "CHECKS", "Problem", "exercise", "short_message", "call", "call_refusing",
+           "library_folder", "as_tensor", "expect_shape", "expect_finite", "is_close", "expect_values", "randn"]
 
 
 @dataclass(frozen=True)
@@ -126,6 +133,57 @@ def call(fn, args, hints: dict):
         else:
             hint = hints.get(type(e).__name__, hints["default"])
         raise Problem(f"Your function raised {type(e).__name__}: {short_message(e)} — {hint}.") from None
+
+
+def call_refusing(fn, args, hints: dict, forbidden: dict, refusal: str):
+    """call(fn, args, hints), refusing the shortcut: if any of the `forbidden` routines ran while fn ran, a
+    Problem(refusal.format(name=…)) instead of the result (or of fn's error), naming the first one of
+    `forbidden` that ran.
+
+    `forbidden` maps a Python function (a method as the class's function, e.g. ``DiTBlock.forward``) or a
+    package folder (a tuple of path prefixes, see `library_folder`) to the name the message gives it. A
+    profile hook watches for the routine's own code object, so the routine is recognised however fn reaches
+    it: through its module, a name imported into the notebook, a bound method, the class or another library
+    function. The hook only records; nothing of the library is patched, and the previous hook is restored.
+    """
+    codes = {id(inspect.unwrap(r).__code__): name for r, name in forbidden.items() if not isinstance(r, tuple)}
+    folders = [(r, name) for r, name in forbidden.items() if isinstance(r, tuple)]
+    seen = set()
+
+    def watch(frame, event, arg):
+        if event != "call":
+            return
+        code = frame.f_code
+        name = codes.get(id(code))
+        if name is None and folders and code.co_name != "<module>":     # importing a package is no call into it
+            name = next((n for prefixes, n in folders if code.co_filename.startswith(prefixes)), None)
+        if name is not None:
+            seen.add(name)
+
+    previous = sys.getprofile()
+    sys.setprofile(watch)
+    try:
+        try:
+            out = call(fn, args, hints)
+        finally:
+            sys.setprofile(previous)
+    except Problem:
+        if not seen:
+            raise
+        out = None                                   # the refusal says more than the error that followed
+    if seen:
+        raise Problem(refusal.format(name=next(n for n in forbidden.values() if n in seen))) from None
+    return out
+
+
+def library_folder(package: str) -> tuple | None:
+    """The path prefixes of an installed package's files (as given and with links resolved), for
+    `call_refusing`; None if the package is not installed. The package is not imported."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = list(spec.submodule_search_locations)[0]
+    return tuple({os.path.join(folder, ""), os.path.join(os.path.realpath(folder), "")})
 
 
 def as_tensor(out, name: str | None = None, numpy_ok: bool = False) -> torch.Tensor:
