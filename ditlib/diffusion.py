@@ -201,8 +201,12 @@ class GaussianDiffusion:
         """Min-SNR-γ weights for ε-prediction (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR
         Weighting Strategy", eq. 8 rewritten for ε): w_t = min(SNR_t, γ) / SNR_t with SNR_t = ᾱ_t / (1 − ᾱ_t).
 
-        It lowers the weight of the low-noise steps (SNR_t > γ), whose ε targets are easy but whose gradients
-        fight those of the noisy steps; shape (N,), float32. Beyond the paper: DiT weights all t equally.
+        Why: training at every t is many denoising tasks at once, and their gradients conflict (Hang et al.
+        §3). In ε-prediction the loss ‖ε − ε̂‖² equals SNR_t · ‖x₀ − x̂₀‖², so measured on the clean image each
+        step's x̂₀ error is weighted by SNR_t: the low-noise steps (large SNR_t) dominate, though their ε error
+        is the largest of all and a small x̂₀ error there matters little to the samples. Capping that effective
+        weight at γ (w_t · SNR_t = min(SNR_t, γ)) stops them from dominating; steps with SNR_t ≤ γ keep weight 1.
+        Shape (N,), float32. Beyond the paper: DiT weights all t equally.
         """
         if gamma <= 0:
             raise ConfigError(f"min-SNR gamma must be > 0, got {gamma}")

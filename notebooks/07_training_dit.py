@@ -56,8 +56,10 @@ from ditlib.vae import load_vae
 # default, is a 6-block, width-192 DiT on the 8×8×4 latents of the shipped Fashion-MNIST VAE (16 tokens). Compared
 # with §4 it uses a smaller batch and, because it trains for thousands rather than millions of steps, a larger
 # learning rate with a short warm-up and a cosine decay, gradient clipping, an EMA whose decay warms up, and
-# min-SNR-γ weighting of the ε loss (Hang et al. 2023): steps with little noise, whose ε is easy to guess, get the
-# weight min(SNR_t, γ)/SNR_t < 1. Each of these was measured on this data (`experiments/results/latent_dit/`); the
+# min-SNR-γ weighting of the ε loss (Hang et al. 2023). Its argument: the steps t are many denoising tasks whose
+# gradients conflict, and in ε-prediction ‖ε − ε̂‖² = SNR_t · ‖x₀ − x̂₀‖², so the low-noise steps (large SNR_t)
+# weight their error on the clean image the most, although it matters least to the samples; min-SNR caps that
+# effective weight at γ by giving those steps the weight min(SNR_t, γ)/SNR_t < 1 (the others keep 1). Each of these was measured on this data (`experiments/results/latent_dit/`); the
 # paper's own optimisation is the config `fmnist-latent-DiT-T/2-paper`.
 
 # %%
