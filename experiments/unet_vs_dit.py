@@ -1,7 +1,7 @@
 """Are U-Nets out? DiT against diffusers' U-Net at matched Gflops, on the default's data and recipe (issue 21).
 
-The paper's headline (§1, §5.1, Table 4): DiT-XL/2 at 119 Gflops beats LDM's U-Net at 104 Gflops (FID 9.62 vs
-10.56, 400K steps, no guidance), and DiTs get better as their Gflops grow. Here each pair of a DiT and a U-Net
+The paper's headline (§1, §5.1, Table 2): DiT-XL/2 at 119 Gflops beats LDM's U-Net at 104 Gflops (FID-50K 9.62 vs
+10.56 without guidance, DiT-XL/2 after 7M steps), and DiTs get better as their Gflops grow (§5, Figure 8). Here each pair of a DiT and a U-Net
 (`ditlib.unet`, diffusers' `UNet2DModel`) of nearly the same forward Gflops is trained with the same recipe,
 data, steps and seeds, and measured by the same FID:
 

@@ -16,7 +16,7 @@
 # the noise. Two findings made it matter:
 #
 # 1. **Quality follows compute.** Across 12 models (S/B/L/XL × patch 8/4/2), FID falls steadily as the
-#    transformer's Gflops rise, whether the Gflops come from depth/width or from more tokens (§5.1,
+#    transformer's Gflops rise, whether the Gflops come from depth/width or from more tokens (§5,
 #    Figures 6 and 8).
 # 2. **It beat the U-Nets.** DiT-XL/2 reached FID 2.27 on class-conditional ImageNet 256×256 with
 #    classifier-free guidance (Table 2), the state of the art at the time, at lower Gflops than the

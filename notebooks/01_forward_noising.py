@@ -19,7 +19,7 @@
 #
 # **Paper.** DiT §3.1 *Diffusion formulation* (the forward process q(x_t|x_0) = N(√ᾱ_t x_0, (1 − ᾱ_t) I)),
 # which follows DDPM (Ho et al. 2020, Eqs. 2 and 4) and uses its linear schedule, β from 10⁻⁴ to 0.02 over
-# T = 1000 steps (§4, *Training*).
+# T = 1000 steps (§4, *Diffusion*).
 #
 # *Quick mode* (`DITLIB_QUICK=1`) only shrinks the Monte-Carlo check below; everything else is the real thing.
 

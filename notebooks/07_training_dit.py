@@ -22,11 +22,12 @@
 #
 # **Paper.** DiT §4 *Training*: AdamW with a constant learning rate of 1 × 10⁻⁴, no weight decay, batch 256,
 # random horizontal flips as the only augmentation, an EMA of the weights with decay 0.9999 (the EMA model is
-# the one evaluated), the diffusion hyper-parameters of ADM (linear β, T = 1000, learned Σ, §3.1), and latents
-# from the Stable Diffusion VAE scaled by 0.18215 (§3.1 *Latent diffusion models*).
+# the one evaluated); §4 *Diffusion*: the diffusion hyper-parameters of ADM (linear β, T = 1000, learned Σ as
+# in §3.1) and latents from the Stable Diffusion VAE (§3.1 *Latent diffusion models*), which the official code
+# scales by 0.18215.
 #
-# *Quick mode* (`DITLIB_QUICK=1`) trains on 256 encoded images for a few steps; the full run trains for 800
-# steps on all 60,000 (about 7 minutes on a busy 2-core CPU).
+# *Quick mode* (`DITLIB_QUICK=1`) trains on 256 encoded images for a few steps; the full run trains for 1,200
+# steps on all 60,000 (a couple of minutes on a 2-core CPU).
 
 # %%
 import copy
@@ -190,8 +191,9 @@ model, ema, losses = train_by_hand(short, latents, num_steps, callback=watch, ev
 
 # %% [markdown]
 # The loss sits near 1 for the first few dozen steps: the adaLN-Zero model starts by predicting ε = 0, whose
-# squared error is the variance of ε, and the learning rate is still warming up. Then it falls fast for about a
-# hundred steps (the model learns the rough shape of the noise) and slowly after that. It stays noisy because
+# squared error is the variance of ε, and the learning rate is still warming up. Then, from about step 50, it
+# falls from about 0.9 to about 0.1 within a hundred steps (the model learns the rough shape of the noise), and
+# only slowly after that, from about 0.08 at step 200 to about 0.05 at the end. It stays noisy because
 # every batch has different t, and the loss differs a lot between small and large t. The samples tell the real
 # story, one row per snapshot (20 DDIM steps: a rough look; section 6 samples properly). In the stored run the
 # first row (step 300) is formless blobs, and at step 600 only the trousers and the long-sleeved shapes
@@ -204,9 +206,9 @@ viz.show_images(torch.cat(list(snapshots.values())), nrow=10, size=0.9,
                 title="EMA samples at steps " + ", ".join(map(str, snapshots)));
 
 # %% [markdown]
-# **Where the noise in the loss curve comes from.** The same trained EMA weights, the same 64 latents and the
-# same ε, with only t changed: the loss terms of `training_losses`, averaged in ten bins of t (each dot is one
-# latent):
+# **Where the noise in the loss curve comes from.** The same trained EMA weights, the same latents (the first 16
+# of the 64 below) and the same ε in every bin, with only t changed: the loss terms of `training_losses`,
+# averaged in ten bins of t (each dot is one latent at one t):
 
 # %%
 z_probe, y_probe = latents.get_batch(torch.arange(64), generator=torch.Generator().manual_seed(0))
@@ -217,8 +219,13 @@ inspect_model.plot_loss_by_t(by_t);
 # The ε error spans more than three orders of magnitude across t: largest at small t, where the little noise
 # there is must be told apart from the image's own detail, and nearly zero at large t, where x_t is almost
 # pure noise and ε ≈ x_t. The vb term matters only in the first bin (the decoder term at t = 0 and the
-# variance of the first steps). A batch of 64 draws its t uniformly, so how many small t it happens to get
-# moves its mean loss by a good fraction of itself: that, not the optimisation, is the noise in the curve above.
+# variance of the first steps). This is the picture behind min-SNR (section 1): the low-noise steps have the
+# largest ε error, and measured on the clean image their error is weighted by SNR_t, so left alone they would
+# dominate the loss. The plot shows the unweighted ‖ε − ε̂‖²; the curve above trains on w_t times it, and
+# w_t = min(SNR_t, γ)/SNR_t is below 1 only in the first bin or so (t below about 130, down to 5 × 10⁻⁴ at
+# t = 0). Even so, the small t carry most of the loss, and a batch of 64 draws its t uniformly, so how many
+# small t it happens to get moves its mean loss by a good fraction of itself: that, not the optimisation, is
+# the noise in the curve above.
 
 # %% [markdown]
 # ## 5. Checkpoints and exact resume
@@ -264,9 +271,11 @@ viz.show_images(torch.cat(grids), nrow=10, size=0.9,
                 title=f"top: ours after {num_steps} steps · bottom: shipped after {steps_shipped} steps");
 
 # %% [markdown]
-# With 250 DDPM steps, ours after 1,200 steps (a fifth of the shipped run, two minutes on a quiet machine here)
-# already draws every class recognisably but coarsely (the dress, the sneaker and the ankle boot are the weakest);
-# the shipped model's 6,000 steps make them cleaner and more detailed. Lesson 08 puts a number on "clean" (FID) and lesson 10 on what more compute buys;
+# With 250 DDPM steps, ours after 1,200 steps (a fifth of the shipped run, a couple of minutes on a 2-core CPU) draws
+# the trousers, the pullover, the coat and the shirt recognisably but coarsely. The rest are not there yet: its
+# T-shirt has long sleeves, its dress splits into two legs like shorts, its sandal and sneaker are flat smears,
+# its bag is a box without a handle and its ankle boot is a low shoe. The shipped model's 6,000 steps draw every
+# class, cleaner and more detailed. Lesson 08 puts a number on "clean" (FID) and lesson 10 on what more compute buys;
 # the README plots FID against training minutes for the shipped run.
 #
 # ## 7. Exercise: the training step
@@ -333,9 +342,13 @@ for step in range(3):
 #
 # - A DiT training step is five lines of ideas: latents, (t, ε, dropped labels), the hybrid loss, AdamW, EMA.
 #   `ditlib.train` adds logging, checkpoints and scale, and computes the same numbers.
-# - The paper's recipe is deliberately plain (constant lr, no weight decay, flips only). Short CPU runs add
-#   warm-up, clipping and an EMA warm-up; the model and the diffusion stay the paper's.
-# - Sample during training: the loss plateaus early while the samples keep improving.
+# - The paper's recipe is deliberately plain (constant lr, no weight decay, flips only). The course's short
+#   CPU runs change the optimisation: a smaller batch (64), a larger learning rate (7 × 10⁻⁴) with a warm-up
+#   and a cosine decay, gradient clipping, a shorter EMA (0.999) with a warm-up, and min-SNR-γ weighting,
+#   which changes the loss itself (w_t·L_simple + L_vlb instead of L_simple + L_vlb). The model and the
+#   diffusion process stay the paper's.
+# - Sample during training: the loss curve flattens after its first hundred steps while the samples keep
+#   improving for hundreds more.
 # - A checkpoint that holds the model, EMA, optimiser and RNG state, plus a data stream indexed by step, makes
 #   resuming exact.
 #

@@ -18,7 +18,7 @@
 # 1. respace a diffusion process to fewer steps and derive its new β's from ᾱ;
 # 2. write the deterministic DDIM update by hand and match `ditlib`'s sampler;
 # 3. drive a ditlib DiT with a diffusers scheduler (DPM-Solver++) and explain why the Σ channels are dropped;
-# 4. read a plot of FID against sampling steps, and say why more sampling compute cannot replace a bigger model.
+# 4. read a plot of FID against sampling steps and say, sampler by sampler, where more steps stop paying.
 #
 # **Paper.** DiT §4 (*Training*, *Evaluation*): samples use 250 DDPM sampling steps, as ADM. §5 *Scaling model
 # vs. sampling compute* (Figure 10): smaller models sampled with more steps do not catch up with larger models
@@ -153,9 +153,11 @@ traj = inspect_model.trajectories(model, create_diffusion(str(pick(50, 10))), cr
 inspect_model.plot_trajectories(traj);
 
 # %% [markdown]
-# Both start from the same blurry first guess and have fixed the garment's outline by 40% of the chain; from
-# there DDPM keeps drawing fresh noise, so its guesses keep changing and its final details differ from DDIM's
-# (another sneaker, another heel), while DDIM's guess only sharpens. Scrub through both chains at once:
+# Both start from the same blurry first guess. The T-shirt and the sneaker have their outlines by 40% of the
+# chain in both; the ankle boot is already a boot at 40% under DDIM, but under DDPM it is still a blob there and
+# becomes a boot only by 60%. DDPM keeps drawing fresh noise, so its guesses keep changing and its final details
+# differ from DDIM's (another sneaker, another heel), while DDIM's guess only sharpens. Scrub through both
+# chains at once:
 
 # %%
 widgets.trajectory_scrubber(traj)
@@ -237,21 +239,23 @@ ax.legend();
 # %% [markdown]
 # What to read off (the stored full run; your numbers vary a little):
 #
-# - **This small model saturates early.** From 10 to 50 steps FID moves by about a point for DDPM (7.2 → 6.3 in
-#   the stored run) and by half a point or less for DDIM and DPM-Solver++ (7.6 → 7.1, 7.0 → 7.1), the size of a
-#   500-sample FID's error bar; the picture above shows 1000 DDPM steps are not visibly better than 250 or 50.
-#   DiT's 250 steps are a safe default for big ImageNet models; a 16-token latent model needs far fewer.
+# - **Diminishing returns.** DDPM's FID is still falling at 50 steps, but each added step buys less: 0.6 from
+#   10 to 25 steps (7.2 → 6.6), 0.3 more from 25 to 50 (→ 6.3). DDIM gains half a point up to 25 steps and
+#   nothing after (7.6 → 7.1 → 7.1), and DPM-Solver++ moves by less than 0.2 either way (7.0, 6.9, 7.1). All
+#   of these differences are within the point or two of a 500-sample FID's error bar: read the trend, not the
+#   decimals. The picture above shows 1000 DDPM steps are not visibly better than 250 or 50. DiT's 250 steps
+#   are a safe default for big ImageNet models; this 16-token latent model does well with 50 or fewer.
 # - **At ten steps the samplers are close.** DPM-Solver++ at 10 steps (7.0) is level with DDIM at 25 or 50 and
 #   half a point ahead of DDIM at 10; DDPM, the stochastic one, is the best at 25 and 50 steps here, by less than
-#   a point, within the noise. (An earlier version of this lesson clamped the *latents* to [−1, 1] before
-#   decoding them, which damaged the DDPM and DDIM samples and made the solver look far better than it is;
-#   `sample_for_fid` now decodes first, and refuses a latent model without its decoder.) In the picture, DDIM and
+#   a point, within the noise. (`sample_for_fid` decodes each batch first and clamps only the images to
+#   [−1, 1], never the latents, which are not confined to that range; it refuses a latent model without its
+#   decoder.) In the picture, DDIM and
 #   DPM-Solver++ land on nearly the same images from the same x_T: both integrate the same deterministic ODE,
 #   the higher-order solver more accurately.
-# - **The curves flatten.** Beyond some number of steps, more sampling compute no longer changes FID: the model's own
-#   error sets the floor. That is Figure 10 of the paper: sampling compute cannot make up for model compute;
-#   a smaller DiT given many more steps, and more total Gflops per image, stays behind a larger one given
-#   fewer. Lesson 10 measures the other axis, model size.
+# - **One model cannot say whether steps can replace size.** Where a curve levels off, the model's own error
+#   sets the floor; whether a smaller model given more steps could match a bigger one takes several models.
+#   That is the paper's Figure 10: there a smaller DiT given many more steps, and more total Gflops per image,
+#   stays behind a larger one given fewer. Lesson 10 measures the other axis, model size.
 #
 # The cost of one sample is simply (steps) × (Gflops per forward pass); for this model:
 
@@ -333,9 +337,11 @@ print(f"your respaced β' and DDIM step = ditlib's ddim_sample_loop (max diff {(
 # - Respacing keeps the trained noise levels and recomputes β' = 1 − ᾱ_{s_i}/ᾱ_{s_{i−1}}: any subset of steps
 #   is a valid, shorter diffusion, and the model needs no retraining.
 # - DDPM is stochastic and the paper samples it with 250 steps; DDIM and DPM-Solver++ are deterministic ODE
-#   solvers that need far fewer. A diffusers scheduler drives a ditlib DiT through ε alone.
-# - FID flattens with more steps: sampling compute buys little beyond that, and cannot replace model compute
-#   (§5, Figure 10).
+#   solvers built for few steps. On this small model all three are close at 10 steps, and DDPM respaced to 25
+#   or 50 steps is as good as any. A diffusers scheduler drives a ditlib DiT through ε alone.
+# - More steps give diminishing returns: DDIM and DPM-Solver++ are flat from 25 steps on, and DDPM gains less
+#   from each added step. Whether sampling compute can stand in for a bigger model takes more than one model;
+#   the paper's answer is no (§5, Figure 10).
 #
 # **More to try.** Sample with `sampler="ddim", eta=1.0` (DDIM with DDPM-like noise) at 25 steps and compare its
 # FID. Try `diffusers.EulerDiscreteScheduler` with the same four schedule arguments.

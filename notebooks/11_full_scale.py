@@ -280,7 +280,7 @@ except CheckpointError as err:
 # | DiT-XL/2 training, 256×256 | TPU v3-256 pod, JAX, batch 256 | ~5.7 iterations/s | paper §4 "Compute" |
 # | DiT-XL/2 training, batch 128, one A100 | gradient checkpointing | 0.43 steps/s, 44.0 GB | fast-DiT README |
 # | 〃 | + mixed precision + pre-extracted latents | 0.84 steps/s, 27.5 GB | fast-DiT README |
-# | DiT-XL/2 forward pass | 256×256 / 512×512 | 118.6 / 524.6 Gflops | paper Table 4 |
+# | DiT-XL/2 forward pass | 256×256 / 512×512 | 118.6 / 524.6 Gflops | paper Table 4 / §5 (512×512 results) |
 # | DiT-XL/2, 7M steps, cfg 1.5, 250 DDPM steps | 256×256 | FID-50K 2.27 | paper Table 2 |
 #
 # What those imply (our arithmetic on the published figures):
@@ -295,7 +295,7 @@ print(f"  400,000 steps of batch 256 on one A100 at {a100_steps_per_s} steps/s o
       f"{400_000 * 2 / a100_steps_per_s / 86_400:5.1f} days")
 
 # %% [markdown]
-# Weeks of a pod for the final model; weeks of a single A100 even for one 400K-step comparison run. That is
+# Two weeks of a pod for the final model; eleven days of a single A100 even for one 400K-step comparison run. That is
 # why the paper's scaling study (lesson 10) is out of reach for a course, and why the course's grid uses
 # models 100 times smaller on images 64 times smaller.
 #
