@@ -138,6 +138,9 @@ def test_the_log_gflops_fit_and_the_papers_panel():
     assert (a, b, r) == (pytest.approx(10.0), pytest.approx(-10.0), pytest.approx(-1.0))
     assert findings.fit_log10([0.1, 0.1], [3.0, 4.0]) is None
     assert findings.size_and_patch("DiT-XS/4") == ("XS", 4)
+    assert findings.short_cpu("CPU AMD EPYC (AVX2, no native bf16: emulated, 85× slower than fp32), 2 cores") == \
+        "AMD EPYC, AVX2, no native bf16"
+    assert findings.short_cpu("CPU AMD EPYC (AVX512, native bf16, 1.7× fp32), 2 cores") == "AMD EPYC, AVX512, native bf16"
     assert set(PAPER_FID_400K) == set(PAPER_GFLOPS)
     fig = findings.scaling_gflops_figure([])
     paper = fig.axes[1]
