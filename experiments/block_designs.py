@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from common import DEFAULT_OUT, command_line, write_json
-from recipe_runs import DEFAULT_WORK, RUNS, cell, load_records, run, run_name, summary_entry
+from common import command_line, write_json
+from recipe_runs import (RUNS, add_run_arguments, cell, check_run_arguments, load_records, run, run_name,
+                         summary_entry)
 
 from ditlib.models import BLOCK_DESIGNS, DiT_models
 
 MODEL = "DiT-T/2"
-STEPS, EVERY = 6000, 1500
 # (design, seed) in the order they are trained: the two-seed comparison of the paper's claim first
 RUN_ORDER = [("adaLN-Zero", 0), ("adaLN-Zero", 1), ("in-context", 0), ("in-context", 1), ("adaLN", 0),
              ("cross-attention", 0)]
@@ -61,18 +60,13 @@ def main(argv=None) -> int:
     parser.add_argument("--designs", default=",".join(BLOCK_DESIGNS), help="comma-separated designs (default all four)")
     parser.add_argument("--seeds", default=None, help="comma-separated training seeds for every design chosen "
                                                         "(default: 0,1 for in-context and adaLN-Zero, 0 for the others)")
-    parser.add_argument("--steps", type=int, default=STEPS, help=f"training steps per run (default {STEPS})")
-    parser.add_argument("--every", type=int, default=EVERY, help=f"steps between EMA snapshots (default {EVERY})")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default experiments/results)")
-    parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="training folders (default runs/experiments/recipe)")
-    parser.add_argument("--plot-only", action="store_true", help="only rewrite the summary and the figure")
+    add_run_arguments(parser, "the summary and the figure")
     args = parser.parse_args(argv)
     designs = [d.strip() for d in args.designs.split(",") if d.strip()]
     unknown = [d for d in designs if d not in BLOCK_DESIGNS]
     if unknown:
         parser.error(f"unknown design(s) {unknown}; choose among {list(BLOCK_DESIGNS)}")
-    if args.steps % args.every:
-        parser.error(f"--every {args.every} must divide --steps {args.steps}")
+    check_run_arguments(parser, args)
     seeds = None if args.seeds is None else [int(s) for s in args.seeds.split(",")]
     command = command_line(__file__, sys.argv[1:] if argv is None else argv)
     folder = args.out / RUNS

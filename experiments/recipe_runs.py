@@ -1,5 +1,5 @@
 """One *long run* on today's recipe: a named training config trained once, straight through, with EMA snapshots,
-then FID-FMNIST of every snapshot (the paper's Figures 5-9 and the DiT-vs-U-Net comparison of issue 21).
+then FID-FMNIST of every snapshot (the paper's Figures 5-9 and the DiT-vs-U-Net comparison).
 
 A run is a training config of `ditlib.configs` (the default's recipe: cosine lr, min-SNR-5, batch 64, EMA 0.999,
 on the shipped VAE's 8×8×4 latents) with its seed and length, in **fp32** (what `precision="auto"` trains in on an
@@ -87,6 +87,25 @@ def cell(model: str, block: str = "adaLN-Zero", base: str | None = None) -> tupl
     if block != base_config.block:
         overrides["block"] = block
     return base, overrides
+
+
+STEPS, EVERY = 6000, 1500     # the default's training length; an EMA snapshot measured every 1,500 steps
+
+
+def add_run_arguments(parser, what: str = "the summary and the figure") -> None:
+    """The options every long-run experiment shares: --steps, --every, --out, --work, --plot-only."""
+    from common import DEFAULT_OUT
+
+    parser.add_argument("--steps", type=int, default=STEPS, help=f"training steps per run (default {STEPS})")
+    parser.add_argument("--every", type=int, default=EVERY, help=f"steps between EMA snapshots (default {EVERY})")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default experiments/results)")
+    parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="training folders (default runs/experiments/recipe)")
+    parser.add_argument("--plot-only", action="store_true", help=f"only rewrite {what}")
+
+
+def check_run_arguments(parser, args) -> None:
+    if args.steps % args.every:
+        parser.error(f"--every {args.every} must divide --steps {args.steps}")
 
 
 def load_records(folder: Path) -> list[dict]:

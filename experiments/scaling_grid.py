@@ -23,18 +23,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from common import DEFAULT_OUT, command_line, write_json
+from common import command_line, write_json
 import recipe_runs
-from recipe_runs import DEFAULT_WORK, RUNS, cell, load_records, run, run_name, summary_entry
+from recipe_runs import (RUNS, add_run_arguments, cell, check_run_arguments, load_records, run, run_name,
+                         summary_entry)
 
 from ditlib.configs import get_config
 from ditlib.flops import counted_gflops
 from ditlib.models import COURSE_SIZES, DiT_models
 
 BLOCK = "adaLN-Zero"
-STEPS, EVERY = 6000, 1500
 
 
 def cells(sizes: list[str], patches: list[int]) -> list[str]:
@@ -63,14 +62,9 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default=None, help="comma-separated cells to run, e.g. DiT-T/4")
     parser.add_argument("--skip", default=None, help="comma-separated cells not to run, e.g. DiT-M/1")
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds (default 0)")
-    parser.add_argument("--steps", type=int, default=STEPS, help=f"training steps per run (default {STEPS})")
-    parser.add_argument("--every", type=int, default=EVERY, help=f"steps between EMA snapshots (default {EVERY})")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default experiments/results)")
-    parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="training folders (default runs/experiments/recipe)")
-    parser.add_argument("--plot-only", action="store_true", help="only rewrite the summary and the figures")
+    add_run_arguments(parser, "the summary and the figures")
     args = parser.parse_args(argv)
-    if args.steps % args.every:
-        parser.error(f"--every {args.every} must divide --steps {args.steps}")
+    check_run_arguments(parser, args)
     grid = cells(args.sizes.split(","), [int(p) for p in args.patches.split(",")])
     chosen = grid
     for option, keep in ((args.only, True), (args.skip, False)):

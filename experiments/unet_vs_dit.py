@@ -1,4 +1,4 @@
-"""Are U-Nets out? DiT against diffusers' U-Net at matched Gflops, on the default's data and recipe (issue 21).
+"""Are U-Nets out? DiT against diffusers' U-Net at matched Gflops, on the default's data and recipe.
 
 The paper's headline (§1, §5.1, Table 2): DiT-XL/2 at 119 Gflops beats LDM's U-Net at 104 Gflops (FID-50K 9.62 vs
 10.56 without guidance, DiT-XL/2 after 7M steps), and DiTs get better as their Gflops grow (§5, Figure 8). Here each pair of a DiT and a U-Net
@@ -28,19 +28,18 @@ import json
 import sys
 from pathlib import Path
 
-from common import DEFAULT_OUT, command_line, write_json
-from recipe_runs import DEFAULT_WORK, RUNS, run
+from common import command_line, write_json
+from recipe_runs import RUNS, add_run_arguments, check_run_arguments, run
 
 PAIRS = {"S": ("fmnist-latent-DiT-XS/2", "fmnist-latent-UNet-S"),
          "M": ("fmnist-latent-DiT-T/2", "fmnist-latent-UNet-M"),
          "L": ("fmnist-latent-DiT-M/2", "fmnist-latent-UNet-L")}
-STEPS, EVERY = 6000, 1500
 SUMMARY_KEYS = ("family", "config", "params", "gflops", "steps", "seed", "fid_1k", "fid_1k_guided", "train_seconds",
                 "cpu")
 
 
 def summary(records: list[dict]) -> list[dict]:
-    """The issue's table: one {family, config, params, gflops, steps, seed, fid_1k, fid_1k_guided, train_seconds,
+    """The summary table: one {family, config, params, gflops, steps, seed, fid_1k, fid_1k_guided, train_seconds,
     cpu} per complete run, in pair order, DiT before U-Net, seeds in order."""
     order = {config: i for i, config in enumerate(c for pair in PAIRS.values() for c in pair)}
     done = [r for r in records if r.get("complete")]
@@ -60,18 +59,13 @@ def main(argv=None) -> int:
     parser.add_argument("--pairs", default="M", help=f"comma-separated pairs from {list(PAIRS)} (default M)")
     parser.add_argument("--seeds", default="0,1", help="comma-separated training seeds (default 0,1)")
     parser.add_argument("--family", choices=["both", "DiT", "U-Net"], default="both", help="train only one family")
-    parser.add_argument("--steps", type=int, default=STEPS, help=f"training steps per run (default {STEPS})")
-    parser.add_argument("--every", type=int, default=EVERY, help=f"steps between EMA snapshots (default {EVERY})")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default experiments/results)")
-    parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="training folders (default runs/experiments/recipe)")
-    parser.add_argument("--plot-only", action="store_true", help="only rewrite the summary and the figure")
+    add_run_arguments(parser, "the summary and the figure")
     args = parser.parse_args(argv)
     pairs = [p.strip() for p in args.pairs.split(",") if p.strip()]
     unknown = [p for p in pairs if p not in PAIRS]
     if unknown:
         parser.error(f"unknown pair(s) {unknown}; choose among {list(PAIRS)}")
-    if args.steps % args.every:
-        parser.error(f"--every {args.every} must divide --steps {args.steps}")
+    check_run_arguments(parser, args)
     seeds = [int(s) for s in args.seeds.split(",")]
     command = command_line(__file__, sys.argv[1:] if argv is None else argv)
     if not args.plot_only:
