@@ -18,9 +18,9 @@
 # 1. derive the posterior q(x_{t−1} | x_t, x_0) and check it by simulation and against `ditlib`;
 # 2. explain why "predict ε with a mean-squared error" (L_simple) is the variational bound with its
 #    weights dropped;
-# 3. read DiT's second output as a variance between β̃_t and β_t, and compute the hybrid loss
-#    L_simple + L_vlb by hand;
-# 4. write the DDPM sampling loop yourself and reproduce `ditlib`'s samples exactly.
+# 3. read DiT's second output as a variance between β̃_t and β_t, and write the hybrid loss
+#    L_simple + L_vlb yourself, the bound seeing a frozen ε, matching `training_losses` value and gradient;
+# 4. write the DDPM sampling loop yourself, ε_θ → x̂_0 → μ̃ → learned Σ, and reproduce `ditlib`'s samples exactly.
 #
 # **Paper.** DiT §3.1 *Diffusion formulation*: the reverse process p_θ(x_{t−1} | x_t) = N(μ_θ(x_t), Σ_θ(x_t))
 # is trained with the variational bound, μ_θ is reparameterized as a noise predictor ε_θ trained with
@@ -41,7 +41,7 @@ import torch
 
 from ditlib.course import exercises, viz, widgets
 from ditlib.data import DATA_DIR, FashionMNIST
-from ditlib.diffusion import create_diffusion, mean_flat, normal_kl
+from ditlib.diffusion import create_diffusion, discretized_gaussian_log_likelihood, mean_flat, normal_kl
 from ditlib.models import DiT
 from ditlib.runtime import pick
 from ditlib.sample import load_model, sample_images
@@ -338,66 +338,36 @@ model_t = sampler.timestep_map.tolist()
 print(f"{sampler.num_timesteps} steps; the model sees t = {model_t[:4]} … {model_t[-2:]}")
 
 # %% [markdown]
-# The loop, with every quantity computed from the sampler's own β's. The noise comes from one
-# `torch.Generator` in the order `ditlib` draws it: first x_T, then one z per step (even at the last,
-# where it is multiplied by 0).
-
-# %%
-b = sampler.betas.tolist()                                                # β'_i of the respaced process
-a_bar = sampler.alphas_cumprod.tolist()
-a_bar_prev = [1.0] + a_bar[:-1]
-post_var = [b[i] * (1 - a_bar_prev[i]) / (1 - a_bar[i]) for i in range(num_steps)]
-log_post_var = [math.log(post_var[max(i, 1)]) for i in range(num_steps)]  # β̃_0 = 0: use β̃_1 (ADM)
-snapshots = set(range(num_steps - 1, -1, -max(1, num_steps // 5)))        # x_T and every fifth of the run
+# `ditlib` runs these five steps in `p_sample_loop_progressive`, which yields every x_{t−1} on the way (you
+# write the same loop yourself in section 9). The noise comes from one `torch.Generator` in the order `ditlib`
+# draws it: first x_T, then one z per step (even at the last, where it is multiplied by 0). Keep x_T and every
+# fifth step of the chain:
 
 # %%
 y = torch.tensor([0, 1, 5, 7, 9])                                         # one image per class
 gen = torch.Generator().manual_seed(0)
-x = torch.randn(len(y), 1, 32, 32, generator=gen)                         # x_T ~ N(0, I)
-trajectory, titles = [], []
-with torch.no_grad():
-    for i in reversed(range(num_steps)):
-        if i in snapshots:
-            trajectory.append(x)
-            titles.append(f"t = {sampler.timestep_map[i].item()}")
-        eps, r = model(x, sampler.timestep_map[torch.full((len(y),), i)], y).split(1, dim=1)
-        x0_hat = (math.sqrt(1 / a_bar[i]) * x - math.sqrt(1 / a_bar[i] - 1) * eps).clamp(-1, 1)
-        mean = (b[i] * math.sqrt(a_bar_prev[i]) / (1 - a_bar[i]) * x0_hat
-                + (1 - a_bar_prev[i]) * math.sqrt(1 - b[i]) / (1 - a_bar[i]) * x)
-        frac = (r + 1) / 2                                               # v of Eq. 15
-        log_var = frac * math.log(b[i]) + (1 - frac) * log_post_var[i]
-        z = torch.randn(x.shape, generator=gen)
-        x = mean + torch.exp(0.5 * log_var) * z if i > 0 else mean
-samples_by_hand = x
+x_T = torch.randn(len(y), 1, 32, 32, generator=gen)                       # x_T ~ N(0, I)
+snapshots = set(range(num_steps - 1, -1, -max(1, num_steps // 5)))        # x_T and every fifth of the run
+x, trajectory, titles = x_T, [], []
+for out in sampler.p_sample_loop_progressive(model, x_T.shape, noise=x_T, model_kwargs={"y": y}, generator=gen):
+    if out["t"] in snapshots:                                             # x before the step at index t
+        trajectory.append(x)
+        titles.append(f"t = {sampler.timestep_map[out['t']].item()}")
+    x = out["sample"]
+samples = x                                                               # (5, 1, 32, 32)
 trajectory.append(x)
 titles.append("sample")
-
-# %% [markdown]
-# `ditlib`'s `p_sample_loop`, given the same x_T and a generator in the same state, must produce the same
-# images, and so must `sample_images`, the function behind `python -m ditlib sample`. We ask it for fp32, the
-# precision of the loop above; by default (`precision="auto"`) it runs the model in bf16 on hardware that
-# computes bf16 natively, which moves the samples by bf16's rounding.
-
-# %%
-gen = torch.Generator().manual_seed(0)
-x_T = torch.randn(len(y), 1, 32, 32, generator=gen)
-samples = sampler.p_sample_loop(model, x_T.shape, noise=x_T, model_kwargs={"y": y}, generator=gen)
-assert torch.allclose(samples_by_hand, samples, atol=1e-5)
-assert torch.allclose(samples, sample_images(model, y, num_sampling_steps=num_steps, seed=0, progress=False,
-                                             precision="fp32"), atol=1e-5)
-print(f"hand-written loop = p_sample_loop = sample_images (largest difference "
-      f"{(samples_by_hand - samples).abs().max():.1e})")
 
 # %%
 strip = torch.stack(trajectory, dim=1).reshape(-1, 1, 32, 32)             # rows: images, columns: time
 viz.show_images(strip, nrow=len(trajectory), titles=titles + [""] * (len(strip) - len(titles)),
-                title="x_t along the hand-written sampler");
+                title="x_t along the DDPM chain");
 
 # %% [markdown]
 # The same run, one point of the chain at a time: drag the slider from x_T (0%) to the sample (100%).
 
 # %%
-widgets.trajectory_scrubber({"hand-written sampler": trajectory}, what="x_t")
+widgets.trajectory_scrubber({"DDPM, learned Σ": trajectory}, what="x_t")
 
 # %% [markdown]
 # Rows are T-shirt, trouser, sandal, sneaker and ankle boot, the classes in `y`. To our eyes x_t is
@@ -464,32 +434,113 @@ assert torch.allclose(variance.expand_as(ref_variance).float(), ref_variance.flo
 print("posterior_mean_variance matches ditlib.diffusion.GaussianDiffusion.q_posterior_mean_variance")
 
 # %% [markdown]
-# ## 8. Exercise: the sampling loop
+# ## 8. Exercise: the hybrid loss
 #
-# Section 6 wrote every quantity of the reverse step out; `ditlib` gathers them in one call,
-# `diffusion.p_mean_variance(model, x, t, model_kwargs={"y": y})`, which returns the step's `"mean"` and
-# `"log_variance"` (and the `"pred_xstart"` it went through). Write the whole chain with it,
-# `sample_loop(diffusion, model, x_T, y, noises)` (DDPM Algorithm 2):
+# Section 4 took the loss apart on one batch with `ditlib`'s helpers. Now write the whole objective DiT
+# trains with, `hybrid_loss(diffusion, model, x_start, t, y, noise)`, for a batch of B images, one t each:
 #
-# - `x_T`: (B, C, H, W) noise to start from; `y`: (B,) labels;
-# - `noises`: a (T, B, C, H, W) tensor; `noises[i]` is the z of the step at timestep i (T =
-#   `diffusion.num_timesteps`, the respaced count; the diffusion maps i to the model's timestep itself);
-# - for i = T − 1 down to 0: `t = torch.full((B,), i, dtype=torch.long)`, then x ← mean + σ·z with
-#   σ = exp(½·log_variance), and no noise at the last step (i = 0);
-# - return the final x (pass `clip_denoised=False`, or leave the default: the check accepts both).
+# - x_t = √ᾱ_t·x_0 + √(1 − ᾱ_t)·ε, with ᾱ from `diffusion.betas` (lesson 01);
+# - ε_θ, r = `model(x_t, t, y).split(C, dim=1)`;
+# - `mse` = L_simple, the mean over each image of (ε − ε_θ)² (`mean_flat`);
+# - the model's Gaussian, from a **frozen** ε_θ (`eps.detach()`: the bound trains Σ only, Improved DDPM
+#   §3.1): x̂_0 from ε_θ, μ_θ = μ̃(x̂_0, x_t) with your `posterior_mean_variance`, and
+#   log Σ_θ = v·log β_t + (1 − v)·log β̃_t with v = (r + 1)/2; take log β̃_t from
+#   `diffusion.posterior_log_variance_clipped` (β̃_0 = 0 has no logarithm: that array holds log β̃_1 at t = 0);
+# - `vb` = KL(N(μ̃(x_0, x_t), β̃_t) ‖ N(μ_θ, Σ_θ)) averaged over each image (`normal_kl`, `mean_flat`), except
+#   at t = 0, where the bound's term is the decoder's −log p_θ(x_0 | x_1),
+#   `-discretized_gaussian_log_likelihood(x_start, means=μ_θ, log_scales=½·log Σ_θ)`; both in bits (÷ ln 2);
+# - return `{"mse": mse, "vb": vb, "loss": mse + vb}`, each of shape (B,).
+#
+# The check compares your values *and gradients* with `training_losses` on a small trainable model, names
+# the usual slips (ε not frozen in the bound, nats for bits, a KL at t = 0, r used as the weight, the
+# interpolation the wrong way round, x̂_0 clipped, a sum where the mean belongs), and refuses a function that
+# calls `training_losses` or the library's reverse step.
+
+# %% nbgrader={"grade": false, "grade_id": "hybrid_loss", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def hybrid_loss(diffusion, model, x_start, t, y, noise):
+    ### BEGIN SOLUTION
+    betas = diffusion.betas                                                   # (T,) float64
+    abar = torch.cumprod(1 - betas, dim=0)[t].view(-1, 1, 1, 1).to(x_start.dtype)
+    x_t = abar.sqrt() * x_start + (1 - abar).sqrt() * noise                   # q(x_t | x_0), lesson 01
+    eps, r = model(x_t, t, y).split(x_start.shape[1], dim=1)                  # ε_θ and the raw variance output
+    mse = mean_flat((noise - eps) ** 2)                                       # L_simple
+    x0_hat = (x_t - (1 - abar).sqrt() * eps.detach()) / abar.sqrt()           # a frozen ε: the bound trains Σ only
+    model_mean, _ = posterior_mean_variance(x0_hat, x_t, t, betas)            # μ_θ = μ̃(x̂_0, x_t)
+    true_mean, _ = posterior_mean_variance(x_start, x_t, t, betas)            # μ̃(x_0, x_t)
+    log_post = diffusion.posterior_log_variance_clipped[t].view(-1, 1, 1, 1).to(x_start.dtype)   # log β̃_t
+    v = (r + 1) / 2
+    log_var = v * betas[t].log().view(-1, 1, 1, 1).to(x_start.dtype) + (1 - v) * log_post        # Eq. 15
+    kl = mean_flat(normal_kl(true_mean, log_post, model_mean, log_var))
+    nll = -mean_flat(discretized_gaussian_log_likelihood(x_start, means=model_mean, log_scales=0.5 * log_var))
+    vb = torch.where(t == 0, nll, kl) / math.log(2.0)                         # nats → bits per dimension
+    return {"mse": mse, "vb": vb, "loss": mse + vb}
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "check_hybrid_loss", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+# NBVAL_CHECK_OUTPUT
+feedback = exercises.check_hybrid_loss(hybrid_loss)
+display(feedback)
+### BEGIN HIDDEN TESTS
+_ = exercises.require(feedback)
+### END HIDDEN TESTS
+
+# %% [markdown]
+# Your loss on the pretrained model, with the images, timesteps and noise of section 4, gives the numbers of
+# `training_losses`, t = 0 included:
+
+# %%
+t = torch.tensor([0, 10, 50, 500, 900])
+noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(3))
+with torch.no_grad():
+    yours = hybrid_loss(diffusion, model, images, t, labels, noise)
+    reference = diffusion.training_losses(model, images, t, model_kwargs={"y": labels}, noise=noise)
+for key in ("mse", "vb", "loss"):
+    assert torch.allclose(yours[key], reference[key], rtol=1e-3, atol=1e-6), key
+for row in zip(t.tolist(), yours["mse"].tolist(), yours["vb"].tolist()):
+    print("t = {:3d}:  mse = {:.4f}   vb = {:.6f} bits/dim".format(*row))
+print("hybrid_loss matches training_losses")
+
+# %% [markdown]
+# ## 9. Exercise: the sampling loop
+#
+# Now the sampler of section 6, written by you: `sample_loop(diffusion, model, x_T, y, noises)`, DDPM
+# Algorithm 2 with learned Σ, for any respaced `diffusion`:
+#
+# - `x_T`: (B, C, H, W) noise to start from; `y`: (B,) labels; `noises`: a (T, B, C, H, W) tensor whose
+#   `noises[i]` is the z of the step at index i (T = `diffusion.num_timesteps`, the respaced count);
+# - for i = T − 1 down to 0, with `t = torch.full((B,), i, dtype=torch.long)`:
+#   1. ε_θ, r = `model(x, diffusion.timestep_map[t], y).split(C, dim=1)` (the network was trained on the
+#      original timesteps);
+#   2. x̂_0 = (x − √(1 − ᾱ_i)·ε_θ)/√ᾱ_i, clipped to [−1, 1], with ᾱ the cumulative product of
+#      1 − `diffusion.betas` (the respaced β');
+#   3. μ̃ and β̃ from your `posterior_mean_variance(x̂_0, x, t, diffusion.betas)`;
+#   4. log Σ = v·log β'_i + (1 − v)·log β̃_i with v = (r + 1)/2 (section 3);
+#   5. x ← μ̃ + exp(½·log Σ)·noises[i]; at i = 0 return μ̃ itself (no noise at the last step, and β̃_0 = 0
+#      has no logarithm).
 #
 # The check runs your loop on a tiny model and names the usual slips: noise added at t = 0, the loop run
-# upwards, the variance used where the standard deviation belongs, no noise at all, x̂_0 returned instead of x.
+# upwards, the model called with i instead of its timestep, r used as the weight, Σ fixed to β̃_t or β_t, the
+# variance where the standard deviation belongs, no noise at all, x̂_0 returned instead of x. A loop that calls
+# `ditlib`'s `p_mean_variance`, posterior or sampler is refused.
 
 # %% nbgrader={"grade": false, "grade_id": "sample_loop", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def sample_loop(diffusion, model, x_T, y, noises):
     ### BEGIN SOLUTION
-    x = x_T
+    betas = diffusion.betas                                               # β'_i of the respaced process, float64
+    alphas_cumprod = torch.cumprod(1 - betas, dim=0)
+    x, C = x_T, x_T.shape[1]
     for i in reversed(range(diffusion.num_timesteps)):                    # T − 1, …, 0
         t = torch.full((x.shape[0],), i, dtype=torch.long)
-        out = diffusion.p_mean_variance(model, x, t, clip_denoised=False, model_kwargs={"y": y})
-        x = out["mean"] + (i > 0) * torch.exp(0.5 * out["log_variance"]) * noises[i]
-    return x
+        eps, r = model(x, diffusion.timestep_map[t], y).split(C, dim=1)  # ε_θ and r, at the model's timestep
+        abar = alphas_cumprod[i].item()
+        x0_hat = ((x - math.sqrt(1 - abar) * eps) / math.sqrt(abar)).clamp(-1, 1)
+        mean, variance = posterior_mean_variance(x0_hat, x, t, betas)     # μ̃ and β̃ (section 7)
+        if i == 0:
+            return mean                                                   # no noise at the last step
+        v = (r + 1) / 2
+        log_var = v * betas[i].log() + (1 - v) * variance.log()           # Improved DDPM Eq. 15
+        x = mean + torch.exp(0.5 * log_var) * noises[i]
     ### END SOLUTION
 
 
@@ -503,20 +554,20 @@ _ = exercises.require(feedback)                          # AssertionError with t
 
 # %% [markdown]
 # Your loop on the pretrained model, with the noise drawn in `ditlib`'s order (x_T, then one z per step from
-# i = T − 1 down), gives the images of `p_sample_loop`:
+# i = T − 1 down), gives the samples of section 6, and so does `sample_images`, the function behind
+# `python -m ditlib sample`. We ask it for fp32, the precision of your loop; by default (`precision="auto"`) it
+# runs the model in bf16 on hardware that computes bf16 natively, which moves the samples by bf16's rounding.
 
 # %%
 gen = torch.Generator().manual_seed(0)
 x_T = torch.randn(len(y), 1, 32, 32, generator=gen)
-state = gen.get_state()
 zs = [torch.randn(x_T.shape, generator=gen) for _ in range(num_steps)]   # drawn at i = T−1, …, 0
 with torch.no_grad():
     yours = sample_loop(sampler, model, x_T, y, torch.stack(zs[::-1]))    # noises[i]: the z of step i
-    gen.set_state(state)
-    reference = sampler.p_sample_loop(model, x_T.shape, noise=x_T, clip_denoised=False, model_kwargs={"y": y},
-                                      generator=gen)
-assert torch.allclose(yours, reference, atol=1e-5)
-print(f"sample_loop = p_sample_loop (largest difference {(yours - reference).abs().max():.1e})")
+assert torch.allclose(yours, samples, atol=1e-5), "your loop differs from ditlib's: did you clip x̂_0 to [−1, 1]?"
+assert torch.allclose(samples, sample_images(model, y, num_sampling_steps=num_steps, seed=0, progress=False,
+                                             precision="fp32"), atol=1e-5)
+print(f"sample_loop = p_sample_loop = sample_images (largest difference {(yours - samples).abs().max():.1e})")
 
 # %% [markdown]
 # ## Summary
@@ -526,12 +577,13 @@ print(f"sample_loop = p_sample_loop (largest difference {(yours - reference).abs
 # - Each term of the variational bound is a weighted ‖ε − ε_θ‖²; dropping the weights gives L_simple,
 #   the loss DiT trains its noise prediction with.
 # - DiT also outputs r, v = (r + 1)/2, and learns Σ_θ = exp(v log β_t + (1 − v) log β̃_t) through the bound, with ε held
-#   fixed there: loss = mse + vb. The two ends differ only in the first few dozen steps.
-# - A sampler is a short loop: ε_θ → x̂_0 (clipped) → μ̃_t → + σ_t z. Respacing keeps ᾱ at fewer steps and
-#   calls the model with the original timesteps.
+#   fixed there: loss = mse + vb, which you wrote and matched with `training_losses`, gradients included. The two
+#   ends differ only in the first few dozen steps.
+# - A sampler is a short loop, which you wrote: ε_θ → x̂_0 (clipped) → μ̃_t → + σ_t z with the learned σ_t.
+#   Respacing keeps ᾱ at fewer steps and calls the model with the original timesteps.
 #
-# **More to try.** Sample with r forced to −1 (v = 0, Σ = β̃_t) and to +1 (v = 1, Σ = β_t) by editing one line of the
-# loop: do the samples change much with 50 steps? Run the loop without clipping x̂_0. Compare the
+# **More to try.** Sample with r forced to −1 (v = 0, Σ = β̃_t) and to +1 (v = 1, Σ = β_t) by editing one line of
+# your loop: do the samples change much with 50 steps? Run the loop without clipping x̂_0. Compare the
 # trained model's mse at t = 0 with the λ-weighted bound: which steps would the bound have trained hardest?
 #
 # **Next:** [04 · Latent space](04_latent_space.ipynb): DiT does not denoise pixels but the latents of a

@@ -1,5 +1,6 @@
 """Specification of ditlib.course.exercises: each notebook check passes a correct solution, names typical
 mistakes specifically, never lets a learner's exception escape, and answers deterministically."""
+import math
 import re
 import sys
 from pathlib import Path
@@ -13,10 +14,12 @@ from einops import rearrange
 
 from ditlib.course import exercises as ex
 
+import test_exercises_loss as loss_solutions
 import test_exercises_model as model_solutions
 import test_exercises_sampling as sampling_solutions
 from ditlib.course.feedback import Problem, call_refusing
-from ditlib.diffusion import GaussianDiffusion, create_diffusion
+from ditlib.diffusion import (GaussianDiffusion, create_diffusion, discretized_gaussian_log_likelihood, mean_flat,
+                             normal_kl)
 from ditlib.models import DiTBlock, build_model, get_1d_sincos_pos_embed_from_grid, timestep_embedding
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -80,7 +83,7 @@ SOLUTIONS = {"q_sample": q_sample, "reparameterized_sample": reparameterized_sam
              "adaln_zero_block": adaln_zero_block_forward}
 # The checks of the algorithms (lessons 03, 06–10) have their own files; their reference solutions join the
 # shared-contract tests below.
-SOLUTIONS.update({"dit_forward": model_solutions.dit_forward, "train_step": model_solutions.train_step,
+SOLUTIONS.update({"hybrid_loss": loss_solutions._loss(), "dit_forward": model_solutions.dit_forward, "train_step": model_solutions.train_step,
                   "forward_with_cfg": model_solutions.forward_with_cfg,
                   "ddpm_sampling_loop": sampling_solutions.sample_loop, "respaced_betas": sampling_solutions.respaced_betas,
                   "ddim_step": sampling_solutions.ddim_step, "frechet_distance": sampling_solutions.frechet_distance})
@@ -477,7 +480,8 @@ def test_call_refusing_spots_a_routine_however_it_is_reached_and_restores_the_ho
 def _lesson_solution(lesson: str, name: str, *helpers: str):
     """The function `name` as the lesson's solution cell writes it (after the `helpers` it uses)."""
     source = (NOTEBOOKS / f"{lesson}.py").read_text()
-    namespace = {"torch": torch, "np": np}
+    namespace = {"torch": torch, "np": np, "math": math, "mean_flat": mean_flat, "normal_kl": normal_kl,
+                 "discretized_gaussian_log_likelihood": discretized_gaussian_log_likelihood}
     for function in (*helpers, name):
         cell = re.search(rf"^def {function}\(.*?### END SOLUTION\n", source, re.S | re.M)
         assert cell, f"no solution of {function} in notebooks/{lesson}.py"
@@ -487,6 +491,8 @@ def _lesson_solution(lesson: str, name: str, *helpers: str):
 
 @pytest.mark.parametrize("lesson, name, check, helpers", [
     ("03_reverse_process_and_loss", "posterior_mean_variance", "check_posterior_mean_variance", ()),
+    ("03_reverse_process_and_loss", "hybrid_loss", "check_hybrid_loss", ("posterior_mean_variance",)),
+    ("03_reverse_process_and_loss", "sample_loop", "check_ddpm_sampling_loop", ("posterior_mean_variance",)),
     ("05_vit_patchify", "patchify", "check_patchify", ()),
     ("05_vit_patchify", "sincos_1d", "check_sincos_1d", ()),
     ("06_conditioning_variants", "adaln_zero_block_forward", "check_adaln_zero_block", ("modulate",)),

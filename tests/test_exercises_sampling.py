@@ -13,12 +13,27 @@ from ditlib.models import build_model
 
 
 # ----------------------------------------------------------------------------- learner-style solutions
+def _step(diffusion, model, x, i, y, model_t="map", clip=True):
+    """One reverse step written out in plain torch: (μ̃(x̂_0, x), log Σ, x̂_0) at respaced index i, learned Σ."""
+    b = diffusion.betas
+    ab = torch.cumprod(1 - b, 0)
+    abp = torch.cat([b.new_ones(1), ab[:-1]])
+    t = torch.full((x.shape[0],), i, dtype=torch.long)
+    eps, v = model(x, diffusion.timestep_map[t] if model_t == "map" else t, y).split(x.shape[1], dim=1)
+    x0 = (x - (1 - ab[i]).sqrt() * eps) / ab[i].sqrt()
+    x0 = x0.clamp(-1, 1) if clip else x0
+    mean = b[i] * abp[i].sqrt() / (1 - ab[i]) * x0 + (1 - abp[i]) * (1 - b[i]).sqrt() / (1 - ab[i]) * x
+    post = b * (1 - abp) / (1 - ab)
+    log_post = post[max(i, 1)].log()                                     # β̃_0 = 0: β̃_1 at i = 0 (ADM)
+    frac = (v + 1) / 2
+    return mean.to(x.dtype), (frac * b[i].log() + (1 - frac) * log_post).to(x.dtype), x0
+
+
 def sample_loop(diffusion, model, x_T, y, noises):
     x = x_T
     for i in reversed(range(diffusion.num_timesteps)):
-        t = torch.full((x.shape[0],), i, dtype=torch.long)
-        out = diffusion.p_mean_variance(model, x, t, clip_denoised=False, model_kwargs={"y": y})
-        x = out["mean"] + (i > 0) * torch.exp(0.5 * out["log_variance"]) * noises[i]
+        mean, log_var, _ = _step(diffusion, model, x, i, y)
+        x = mean + (i > 0) * torch.exp(0.5 * log_var) * noises[i]
     return x
 
 
@@ -128,43 +143,45 @@ def test_ddpm_loop_solution_equals_ditlib_p_sample_loop_on_a_dit():
     x_T_again = torch.randn(shape, generator=gen)                  # ditlib then draws one z per step, t = 4 … 0
     with torch.no_grad():
         mine = sample_loop(diffusion, model, x_T, y, noises)
-        theirs = diffusion.p_sample_loop(model, shape, noise=x_T_again, clip_denoised=False, model_kwargs={"y": y},
-                                         generator=gen)
+        theirs = diffusion.p_sample_loop(model, shape, noise=x_T_again, model_kwargs={"y": y}, generator=gen)
     assert torch.allclose(mine, theirs, atol=1e-5)
 
 
-def test_ddpm_loop_with_default_clipping_and_an_if_else_passes():
-    def with_clip(diffusion, model, x_T, y, noises):
+def test_ddpm_loop_without_clipping_and_with_an_if_else_passes():
+    def unclipped(diffusion, model, x_T, y, noises):
         x = x_T
         for i in range(diffusion.num_timesteps - 1, -1, -1):
-            out = diffusion.p_mean_variance(model, x, torch.tensor([i] * len(x)), model_kwargs={"y": y})
-            x = out["mean"] + torch.exp(0.5 * out["log_variance"]) * noises[i] if i > 0 else out["mean"]
+            mean, log_var, _ = _step(diffusion, model, x, i, y, clip=False)
+            x = mean + torch.exp(0.5 * log_var) * noises[i] if i > 0 else mean
         return x
-    assert check_ddpm_sampling_loop(with_clip)
+    assert check_ddpm_sampling_loop(unclipped)
 
 
-def test_ddpm_loop_that_adds_noise_at_t0_is_named():
-    def noisy_end(diffusion, model, x_T, y, noises):
-        x = x_T
-        for i in reversed(range(diffusion.num_timesteps)):
-            out = diffusion.p_mean_variance(model, x, torch.full((len(x),), i), model_kwargs={"y": y})
-            x = out["mean"] + torch.exp(0.5 * out["log_variance"]) * noises[i]
-        return x
-    _fails_with(check_ddpm_sampling_loop, noisy_end, "last step", "t = 0")
-
-
-def _loop(order="down", scale=0.5, pick="t", out_key=None):
+def _loop(order="down", scale=0.5, pick="t", first_x0=False, noise_at_0=False, model_t="map", var=None):
     def fn(diffusion, model, x_T, y, noises):
         x, T = x_T, diffusion.num_timesteps
         steps = list(reversed(range(T))) if order == "down" else list(range(T))
         for k, i in enumerate(steps):
-            out = diffusion.p_mean_variance(model, x, torch.full((len(x),), i), model_kwargs={"y": y})
-            if out_key:
-                return out[out_key]
+            mean, log_var, x0 = _step(diffusion, model, x, i, y, model_t=model_t)
+            if first_x0:
+                return x0
+            if var is not None:
+                log_var = var(diffusion, i).expand_as(x)
             z = noises[i] if pick == "t" else noises[k]
-            x = out["mean"] + (i > 0) * torch.exp(scale * out["log_variance"]) * z if scale else out["mean"]
+            x = mean + (i > 0 or noise_at_0) * torch.exp(scale * log_var) * z if scale else mean
         return x
     return fn
+
+
+def _posterior_log_var(diffusion, i):
+    b = diffusion.betas
+    ab = torch.cumprod(1 - b, 0)
+    abp = torch.cat([b.new_ones(1), ab[:-1]])
+    return (b * (1 - abp) / (1 - ab))[max(i, 1)].log().float()
+
+
+def test_ddpm_loop_that_adds_noise_at_t0_is_named():
+    _fails_with(check_ddpm_sampling_loop, _loop(noise_at_0=True), "last step", "t = 0")
 
 
 def test_ddpm_loop_that_iterates_t_upwards_is_named():
@@ -172,7 +189,7 @@ def test_ddpm_loop_that_iterates_t_upwards_is_named():
 
 
 def test_ddpm_loop_that_scales_noise_by_the_variance_is_named():
-    _fails_with(check_ddpm_sampling_loop, _loop(scale=1.0), "variance", "exp(½·log_variance)")
+    _fails_with(check_ddpm_sampling_loop, _loop(scale=1.0), "variance", "exp(½·log Σ)")
 
 
 def test_ddpm_loop_without_noise_is_named():
@@ -180,11 +197,20 @@ def test_ddpm_loop_without_noise_is_named():
 
 
 def test_ddpm_loop_returning_the_first_x0_prediction_is_named():
-    _fails_with(check_ddpm_sampling_loop, _loop(out_key="pred_xstart"), "x̂_0 predicted at the first step")
+    _fails_with(check_ddpm_sampling_loop, _loop(first_x0=True), "x̂_0 predicted at the first step")
 
 
 def test_ddpm_loop_taking_noises_by_step_count_is_named():
     _fails_with(check_ddpm_sampling_loop, _loop(pick="k"), "wrong order", "noises[i]")
+
+
+def test_ddpm_loop_calling_the_model_with_the_respaced_index_is_named():
+    _fails_with(check_ddpm_sampling_loop, _loop(model_t="index"), "respaced index", "timestep_map")
+
+
+def test_ddpm_loop_ignoring_the_learned_variance_is_named():
+    _fails_with(check_ddpm_sampling_loop, _loop(var=_posterior_log_var), "β̃_t at every step", "(r + 1)/2")
+    _fails_with(check_ddpm_sampling_loop, _loop(var=lambda d, i: d.betas[i].log().float()), "β_t at every step")
 
 
 def test_ddpm_loop_drawing_fresh_noise_is_named():
@@ -193,34 +219,57 @@ def test_ddpm_loop_drawing_fresh_noise_is_named():
     _fails_with(check_ddpm_sampling_loop, fresh, "changes between two calls", "noises[t]")
 
 
-def test_ddpm_loop_forgetting_the_labels_or_the_batch_of_timesteps_gets_a_hint():
+def test_ddpm_loop_forgetting_the_labels_or_the_timestep_map_gets_a_hint():
     def no_labels(diffusion, model, x_T, y, noises):
-        return diffusion.p_mean_variance(model, x_T, torch.zeros(len(x_T), dtype=torch.long))["mean"]
+        return model(x_T, diffusion.timestep_map[torch.zeros(len(x_T), dtype=torch.long)])
 
-    def int_t(diffusion, model, x_T, y, noises):
-        return diffusion.p_mean_variance(model, x_T, diffusion.num_timesteps - 1, model_kwargs={"y": y})["mean"]
-
-    def original_t(diffusion, model, x_T, y, noises):
-        t = torch.full((len(x_T),), 999)
-        return diffusion.p_mean_variance(model, x_T, t, model_kwargs={"y": y})["mean"]
-    _fails_with(check_ddpm_sampling_loop, no_labels, "TypeError", "model_kwargs={'y': y}")
-    _fails_with(check_ddpm_sampling_loop, int_t, "AttributeError", "torch.full((B,), i, dtype=torch.long)")
-    _fails_with(check_ddpm_sampling_loop, original_t, "ConfigError", "respaced index")
+    def no_map(diffusion, model, x_T, y, noises):
+        return model(x_T, diffusion.timestep_map_of_the_model, y)
+    _fails_with(check_ddpm_sampling_loop, no_labels, "TypeError", "model(x, diffusion.timestep_map[t], y)")
+    _fails_with(check_ddpm_sampling_loop, no_map, "AttributeError", "diffusion.timestep_map[t]")
 
 
-def test_ddpm_loop_returning_the_trajectory_or_the_dict_is_named():
+def test_ddpm_loop_returning_the_trajectory_or_the_model_output_is_named():
     def trajectory(diffusion, model, x_T, y, noises):
         xs, x = [], x_T
         for i in reversed(range(diffusion.num_timesteps)):
-            out = diffusion.p_mean_variance(model, x, torch.full((len(x),), i), model_kwargs={"y": y})
-            x = out["mean"] + (i > 0) * torch.exp(0.5 * out["log_variance"]) * noises[i]
+            mean, log_var, _ = _step(diffusion, model, x, i, y)
+            x = mean + (i > 0) * torch.exp(0.5 * log_var) * noises[i]
             xs.append(x)
         return xs
     _fails_with(check_ddpm_sampling_loop, trajectory, "whole trajectory")
     _fails_with(check_ddpm_sampling_loop, lambda *a: torch.stack(trajectory(*a)), "whole trajectory")
-    _fails_with(check_ddpm_sampling_loop, lambda d, m, x, y, n: d.p_mean_variance(
-        m, x, torch.zeros(len(x), dtype=torch.long), model_kwargs={"y": y}), "dict")
+    _fails_with(check_ddpm_sampling_loop, lambda d, m, x, y, n: {"mean": x}, "dict")
+    _fails_with(check_ddpm_sampling_loop, lambda d, m, x, y, n: m(x, d.timestep_map[torch.zeros(len(x), dtype=torch.long)], y),
+                "whole output", ".split(C, dim=1)")
     _fails_with(check_ddpm_sampling_loop, lambda d, m, x, y, n: x[:, :1], "shape")
+
+
+def test_ddpm_loop_check_refuses_ditlibs_reverse_step():
+    def via_p_mean_variance(diffusion, model, x_T, y, noises):
+        x = x_T
+        for i in reversed(range(diffusion.num_timesteps)):
+            out = diffusion.p_mean_variance(model, x, torch.full((len(x),), i), model_kwargs={"y": y})
+            x = out["mean"] + (i > 0) * torch.exp(0.5 * out["log_variance"]) * noises[i]
+        return x
+
+    def via_posterior(diffusion, model, x_T, y, noises):
+        x = x_T
+        for i in reversed(range(diffusion.num_timesteps)):
+            t = torch.full((len(x),), i)
+            eps, v = model(x, diffusion.timestep_map[t], y).split(x.shape[1], dim=1)
+            x0 = diffusion.predict_xstart_from_eps(x, t, eps)
+            mean, _, log_post = diffusion.q_posterior_mean_variance(x0, x, t)
+            frac = (v + 1) / 2
+            x = mean + (i > 0) * torch.exp(0.5 * (frac * diffusion.betas[i].log() + (1 - frac) * log_post)) * noises[i]
+        return x
+
+    def via_p_sample_loop(diffusion, model, x_T, y, noises):
+        return diffusion.p_sample_loop(model, x_T.shape, noise=x_T, model_kwargs={"y": y})
+    for shortcut, name in ((via_p_mean_variance, "GaussianDiffusion.p_mean_variance"),
+                           (via_posterior, "GaussianDiffusion.predict_xstart_from_eps"),
+                           (via_p_sample_loop, "GaussianDiffusion.p_sample_loop")):
+        _fails_with(check_ddpm_sampling_loop, shortcut, f"calls ditlib's {name}", "write the step yourself")
 
 
 # ----------------------------------------------------------------------------- lesson 08: respaced betas

@@ -1,6 +1,7 @@
 """Checks of the diffusion lessons 01–04: q_sample, the reparameterization trick, the posterior
-q(x_{t−1} | x_t, x_0) and the latent scale factor (lessons 07 and 08 check q_sample and the posterior again).
-The posterior's check refuses a function that gets it from ditlib's GaussianDiffusion (`call_refusing`)."""
+q(x_{t−1} | x_t, x_0), the hybrid loss and the latent scale factor (lessons 07 and 08 check q_sample and the
+posterior again). The posterior's and the loss's checks refuse a function that gets them from ditlib's
+GaussianDiffusion (`call_refusing`)."""
 from __future__ import annotations
 
 import math
@@ -11,7 +12,7 @@ import torch
 from .feedback import (Problem, as_tensor, call, call_refusing, exercise, expect_finite, expect_shape, expect_values,
                        is_close, randn, short_message)
 
-__all__ = ["check_q_sample", "check_reparameterized_sample", "check_posterior_mean_variance",
+__all__ = ["check_q_sample", "check_reparameterized_sample", "check_posterior_mean_variance", "check_hybrid_loss",
            "check_latent_scale_factor"]
 
 
@@ -234,6 +235,159 @@ def check_posterior_mean_variance(fn) -> str:
         expect_values(var, ref_var.expand(shape), var_variants, atol=1e-6, rtol=2e-3, case=case, name="variance",
                       formula=_VAR)
     return f"posterior_mean_variance matches μ̃_t and β̃_t (DDPM Eq. 7) on {len(cases)} test cases."
+
+#################################################################################
+#     Lesson 03: the hybrid loss, L_simple + L_vlb with a frozen ε (IDDPM)      #
+#################################################################################
+
+_H_HINTS = {
+    "broadcast": "index the schedule with t and reshape it to (B, 1, 1, 1); the model returns 2C channels: split "
+                 "them with eps, r = model(x_t, t, y).split(C, dim=1)",
+    "IndexError": "index the schedule arrays with the (B,) tensor t itself; valid timesteps are 0 … T−1",
+    "TypeError": "check the signature hybrid_loss(diffusion, model, x_start, t, y, noise), call the model as "
+                 "model(x_t, t, y) and return a dict {'mse': …, 'vb': …, 'loss': …}",
+    "default": "x_t from x_start and noise; ε, r = model(x_t, t, y).split(C, 1); mse = mean_flat((noise − ε)²); "
+               "vb = KL (decoder NLL at t = 0) with ε detached, in bits; loss = mse + vb",
+}
+_H_REFUSAL = ("Your loss calls ditlib's {name}: this exercise asks you to write the hybrid loss yourself — x_t, the "
+              "model's ε and v, L_simple, and the bound's term from your posterior_mean_variance.")
+
+
+class _ToyLossModel(torch.nn.Module):
+    """A tiny trainable stand-in for DiT with learned Σ: ε = tanh(a·x + e_y + b·t/T), r = tanh(c·x + d)."""
+
+    def __init__(self, channels: int, T: int, g: torch.Generator, dtype):
+        super().__init__()
+        p = lambda *shape: torch.nn.Parameter(randn(g, shape, dtype))  # noqa: E731
+        self.a, self.b, self.e, self.c, self.d, self.T = p(channels), p(1), p(10, channels), p(channels), p(channels), T
+
+    def forward(self, x, t, y=None):
+        if y is None:
+            raise TypeError("this model needs the class labels: call it as model(x_t, t, y)")
+        view = lambda w: w.view(1, -1, 1, 1)  # noqa: E731
+        s = t.to(x.dtype).view(-1, 1, 1, 1) / self.T
+        eps = torch.tanh(view(self.a) * x + self.e[y][:, :, None, None] + self.b * s)
+        return torch.cat([eps, torch.tanh(view(self.c) * x + view(self.d))], 1)
+
+
+def _hybrid(betas, model, x0, t, y, noise, detach=True, bits=True, decoder=True, frac="learned", clip=False):
+    """The hybrid loss {mse, vb, loss} in plain torch; the keyword arguments build the known-wrong variants."""
+    from ..diffusion_utils import discretized_gaussian_log_likelihood, normal_kl
+
+    b = betas.double()
+    ab = torch.cumprod(1 - b, 0)
+    abp = torch.cat([b.new_ones(1), ab[:-1]])
+    post = b * (1 - abp) / (1 - ab)
+    log_post = torch.log(torch.cat([post[1:2], post[1:]]))                  # β̃_0 = 0: ADM uses β̃_1 at t = 0
+    take = lambda a: a[t].view(-1, 1, 1, 1).to(x0.dtype)  # noqa: E731
+    x_t = take(ab).sqrt() * x0 + (1 - take(ab)).sqrt() * noise
+    eps, v = model(x_t, t, y).split(x0.shape[1], dim=1)
+    mse = ((noise - eps) ** 2).mean(dim=(1, 2, 3))
+    e = eps.detach() if detach else eps
+    x0_hat = (x_t - (1 - take(ab)).sqrt() * e) / take(ab).sqrt()
+    x0_hat = x0_hat.clamp(-1, 1) if clip else x0_hat
+    c1, c2 = take(b * abp.sqrt() / (1 - ab)), take((1 - abp) * (1 - b).sqrt() / (1 - ab))
+    w = {"learned": (v + 1) / 2, "raw_v": v, "swapped": 1 - (v + 1) / 2}[frac]
+    log_var = w * take(b.log()) + (1 - w) * take(log_post)
+    mean, true_mean = c1 * x0_hat + c2 * x_t, c1 * x0 + c2 * x_t
+    kl = normal_kl(true_mean, take(log_post), mean, log_var).mean(dim=(1, 2, 3))
+    nll = -discretized_gaussian_log_likelihood(x0, means=mean, log_scales=0.5 * log_var).mean(dim=(1, 2, 3))
+    vb = (torch.where(t == 0, nll, kl) if decoder else kl) / (math.log(2.0) if bits else 1.0)
+    return {"mse": mse, "vb": vb, "loss": mse + vb}
+
+
+def _hybrid_xt(betas, x0, t, noise):
+    ab = torch.cumprod(1 - betas.double(), 0)[t].view(-1, 1, 1, 1).to(x0.dtype)
+    return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+
+
+def _loss_terms(out, B: int) -> dict:
+    """The learner's {"mse", "vb", "loss"} as (B,) tensors, or a Problem saying what is not."""
+    if isinstance(out, (tuple, list)) or isinstance(out, torch.Tensor) or out is None:
+        if out is None:
+            as_tensor(out)
+        raise Problem(f"Your function returned a {type(out).__name__}; return a dict with the three (B,) terms, "
+                      f"{{'mse': mse, 'vb': vb, 'loss': mse + vb}}, like training_losses.")
+    if not isinstance(out, dict) or not {"mse", "vb", "loss"} <= set(out):
+        missing = sorted({"mse", "vb", "loss"} - set(out)) if isinstance(out, dict) else None
+        raise Problem(f"Your dict lacks {missing}: return {{'mse': mse, 'vb': vb, 'loss': mse + vb}}." if missing else
+                      f"Your function returned a {type(out).__name__}; return {{'mse': mse, 'vb': vb, 'loss': mse + vb}}.")
+    terms = {k: as_tensor(out[k], f"'{k}'") for k in ("mse", "vb", "loss")}
+    for k, v in terms.items():
+        if v.shape == ():
+            raise Problem(f"Your '{k}' is one number; return one value per image, shape ({B},): average over the "
+                          f"dimensions of each image only (mean_flat), not over the batch.")
+        expect_shape(v, (B,), name=f"'{k}'", hint=" (one value per image)")
+        expect_finite(v, f"'{k}'")
+    return terms
+
+
+@exercise("hybrid_loss")
+def check_hybrid_loss(fn) -> str:
+    """Check `hybrid_loss(diffusion, model, x_start, t, y, noise) -> {"mse", "vb", "loss"}` (each (B,)) against
+    GaussianDiffusion.training_losses on the same inputs: the values, and the gradients of loss.sum() with
+    respect to the model's parameters (the bound sees a frozen ε: Improved DDPM §3.1). The routines of
+    GaussianDiffusion that compute the loss or the reverse step are refused."""
+    from ..diffusion import GaussianDiffusion
+
+    shortcuts = {getattr(GaussianDiffusion, n): f"GaussianDiffusion.{n}"
+                 for n in ("training_losses", "_vb_terms_bpd", "p_mean_variance", "q_posterior_mean_variance",
+                           "predict_xstart_from_eps")}
+    cases = [  # (B, C, H, W), t, betas, dtype, description
+        ((4, 2, 4, 4), [0, 1, 500, 999], _linear_betas(), torch.float32, "t = 0, 1, 500 and 999 of the linear schedule"),
+        ((3, 1, 3, 5), [9, 0, 4], _short_betas(), torch.float32, "a 10-step schedule with t = 9, 0 and 4"),
+        ((2, 3, 2, 2), [250, 7], _linear_betas(), torch.float64, "float64 images at t = 250 and 7"),
+    ]
+    g = torch.Generator().manual_seed(5)
+    for shape, t_list, betas, dtype, case in cases:
+        diffusion = GaussianDiffusion(betas.numpy())
+        model = _ToyLossModel(shape[1], len(betas), g, dtype)
+        x0, noise = randn(g, shape, dtype).clamp(-1, 1), randn(g, shape, dtype)
+        t, y = torch.tensor(t_list), torch.randint(0, 10, (shape[0],), generator=g)
+        model.zero_grad()
+        out = call_refusing(fn, (diffusion, model, x0.clone(), t.clone(), y.clone(), noise.clone()), _H_HINTS,
+                            shortcuts, _H_REFUSAL)
+        terms = _loss_terms(out, shape[0])
+        ref = diffusion.training_losses(model, x0, t, {"y": y}, noise)
+        run = lambda **kw: {k: v.detach() for k, v in _hybrid(betas, model, x0, t, y, noise, **kw).items()}  # noqa: E731
+        with torch.no_grad():
+            expect_values(terms["mse"], ref["mse"].detach(), [
+                (((noise - model(_hybrid_xt(betas, x0, t, noise), t, y)[:, :shape[1]]) ** 2).sum(dim=(1, 2, 3)),
+                 "Your 'mse' sums over each image's dimensions; L_simple is their mean (mean_flat)."),
+            ], atol=1e-5, rtol=1e-4, case=case, name="'mse'", formula="mean over each image of (noise − ε_θ)²")
+            expect_values(terms["vb"], ref["vb"].detach(), [
+                (run(bits=False)["vb"], "Your 'vb' is in nats: divide by ln 2 for bits per dimension."),
+                (run(decoder=False)["vb"], "At t = 0 the bound's term is not a KL but the decoder's −log p_θ(x_0 | x_1): "
+                                           "use discretized_gaussian_log_likelihood there (torch.where(t == 0, …))."),
+                (run(frac="raw_v")["vb"], "You used the model's raw output r as the interpolation weight; it lies "
+                                          "in [−1, 1]: the weight is v = (r + 1)/2 (Improved DDPM Eq. 15)."),
+                (run(frac="swapped")["vb"], "Your log Σ interpolates the wrong way round: v·log β_t + "
+                                            "(1 − v)·log β̃_t, with v = (r + 1)/2."),
+                (run(clip=True)["vb"], "You clipped x̂_0 to [−1, 1]: the loss uses the unclipped x̂_0 (clipping is "
+                                       "for sampling)."),
+            ], atol=1e-5, rtol=1e-3, case=case, name="'vb'",
+               formula="KL(q(x_{t−1}|x_t,x_0) ‖ p_θ) in bits per dimension, the decoder NLL at t = 0")
+            expect_values(terms["loss"], ref["loss"].detach(), [
+                (ref["mse"].detach(), "Your 'loss' is L_simple alone: the hybrid loss is mse + vb."),
+                (ref["vb"].detach(), "Your 'loss' is the bound's term alone: the hybrid loss is mse + vb."),
+            ], atol=1e-5, rtol=1e-3, case=case, name="'loss'", formula="mse + vb")
+        grads = []
+        for loss in (terms["loss"], ref["loss"], _hybrid(betas, model, x0, t, y, noise, detach=False)["loss"]):
+            model.zero_grad()
+            if not loss.requires_grad:
+                raise Problem("Your loss carries no gradient: compute it from the model's output with torch "
+                              "operations (no .item(), .numpy() or torch.no_grad()).")
+            loss.sum().backward(retain_graph=True)
+            grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+        if not is_close(grads[0], grads[1], 1e-5, 1e-3):
+            if is_close(grads[0], grads[2], 1e-5, 1e-3):
+                raise Problem("Your values are right but the gradient is not: the bound must see a frozen ε "
+                              "(eps.detach()) so that L_vlb trains only Σ and L_simple trains ε (Improved DDPM §3.1).")
+            raise Problem(f"Your values are right but the gradient on {case} is not: detach only ε in the bound's "
+                          f"term (eps.detach()), nothing else.")
+    return f"hybrid_loss matches training_losses (values and gradients) on {len(cases)} test cases."
+
+
 
 #################################################################################
 #              Lesson 04: the latent scale factor, 1 / std(latents)             #

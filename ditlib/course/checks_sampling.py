@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..diffusion import GaussianDiffusion, SpacedDiffusion, space_timesteps
-from .feedback import Problem, as_tensor, call, exercise, expect_finite, expect_shape, expect_values, randn
+from .feedback import Problem, as_tensor, call, call_refusing, exercise, expect_finite, expect_shape, expect_values, randn
 
 __all__ = ["check_ddpm_sampling_loop", "check_respaced_betas", "check_ddim_step", "check_frechet_distance"]
 
@@ -25,61 +25,66 @@ def _respaced(alphas_cumprod: torch.Tensor, timesteps, prev="kept") -> torch.Ten
 #################################################################################
 
 _LOOP_HINTS = {
-    "ConfigError": "call diffusion.p_mean_variance with t = torch.full((B,), i, dtype=torch.long) for i from "
-                   "diffusion.num_timesteps − 1 down to 0 (the respaced index: it maps i to the model's timestep itself)",
-    "AttributeError": "p_mean_variance needs t as a tensor of shape (B,), e.g. torch.full((B,), i, dtype=torch.long), "
-                      "and returns a dict: read out['mean'] and out['log_variance']",
+    "AttributeError": "read the respaced schedule from diffusion.betas (a float64 tensor of β'_i) and the model's "
+                      "timestep of step i from diffusion.timestep_map[t]",
     "IndexError": "loop i over range(diffusion.num_timesteps − 1, −1, −1) and take the noise noises[i]",
-    "KeyError": "p_mean_variance returns a dict with the keys 'mean', 'variance', 'log_variance' and 'pred_xstart'",
-    "TypeError": "check the signature sample_loop(diffusion, model, x_T, y, noises) and pass the labels with "
-                 "model_kwargs={'y': y}",
-    "default": "for i = T−1 … 0: out = diffusion.p_mean_variance(model, x, t, model_kwargs={'y': y}), then "
-               "x = out['mean'] + [i > 0]·exp(½·out['log_variance'])·noises[i]",
+    "TypeError": "check the signature sample_loop(diffusion, model, x_T, y, noises) and call the model as "
+                 "model(x, diffusion.timestep_map[t], y)",
+    "broadcast": "the model returns 2C channels: split them with eps, r = model(...).split(C, dim=1), and reshape "
+                 "the schedule values indexed with t to (B, 1, 1, 1)",
+    "default": "for i = T−1 … 0: ε, r = model(x, timestep_map[t], y).split(C, 1); x̂_0 from ε; μ̃ from your "
+               "posterior_mean_variance; log Σ = v·log β + (1 − v)·log β̃ with v = (r + 1)/2; "
+               "x = μ̃ + [i > 0]·exp(½·log Σ)·noises[i]",
 }
+_LOOP_REFUSAL = ("Your loop calls ditlib's {name}: this exercise asks you to write the step yourself — ε_θ and v from "
+                 "the model, x̂_0, the posterior mean μ̃ (your posterior_mean_variance) and the learned variance.")
+
+
+def _loop_shortcuts() -> dict:
+    names = ("p_sample_loop", "p_sample_loop_progressive", "ddim_sample_loop", "ddim_sample", "p_sample",
+             "p_mean_variance", "predict_xstart_from_eps", "q_posterior_mean_variance")   # outermost first
+    return {getattr(GaussianDiffusion, n): f"GaussianDiffusion.{n}" for n in names}
 
 
 class _ToyDenoiser(torch.nn.Module):
-    """A tiny stand-in for DiT: ε is chosen so that x̂_0 = 0.9·tanh(w·x + e_y + t/T) lies in (−1, 1) (so
-    clipping changes nothing), and with learned Σ the extra channels are v = tanh(x/2 − t/T)."""
+    """A tiny stand-in for DiT with learned Σ: ε is chosen so that x̂_0 = 0.9·tanh(w·x + e_y + t/T) lies in
+    (−1, 1) (so clipping changes nothing), and the extra channels are v = tanh(x/2 − t/T)."""
 
-    def __init__(self, alphas_cumprod: torch.Tensor, channels: int, learn_sigma: bool, g: torch.Generator):
+    def __init__(self, alphas_cumprod: torch.Tensor, channels: int, g: torch.Generator):
         super().__init__()
-        self.abar, self.learn_sigma = alphas_cumprod.double(), learn_sigma
+        self.abar = alphas_cumprod.double()
         self.w, self.e = 1 + 0.5 * randn(g, (channels,), torch.float64), randn(g, (10, channels), torch.float64)
 
     def forward(self, x, t, y=None):
         if y is None:
-            raise TypeError("this model needs the class labels: pass model_kwargs={'y': y} to p_mean_variance")
+            raise TypeError("this model needs the class labels: call it as model(x, t, y)")
         d = x.dtype
         a, s = self.abar[t].to(d).view(-1, 1, 1, 1), t.to(d).view(-1, 1, 1, 1) / len(self.abar)
         x0 = 0.9 * torch.tanh(self.w.to(d).view(1, -1, 1, 1) * x + self.e[y].to(d)[:, :, None, None] + s)
         eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
-        return torch.cat([eps, torch.tanh(0.5 * x - s)], 1) if self.learn_sigma else eps
+        return torch.cat([eps, torch.tanh(0.5 * x - s)], 1)
 
 
-def _chain(diffusion, tmap, model, x_T, y, noises, down=True, noise_at_0=False, power=0.5, pick="t", first_x0=False):
-    """The DDPM chain in plain float64 torch; the keyword arguments build the known-wrong variants."""
-    b = diffusion.betas.double()
+def _chain(tmap, betas, model, x_T, y, noises, down=True, noise_at_0=False, power=0.5, pick="t", first_x0=False,
+           model_t="map", var="learned"):
+    """The DDPM chain with learned Σ in plain float64 torch; the keyword arguments build the known-wrong variants."""
+    b = betas.double()
     ab = torch.cumprod(1 - b, 0)
     abp = torch.cat([b.new_ones(1), ab[:-1]])
     post = b * (1 - abp) / (1 - ab)
-    at_0 = post[1:2] if len(b) > 1 else b[:1]                      # β̃_0 = 0: ADM uses β̃_1 at t = 0
-    log_var = {"learned_range": torch.log(torch.cat([at_0, post[1:]])),
-               "fixed_small": torch.log(torch.cat([at_0, post[1:]])),
-               "fixed_large": torch.log(torch.cat([at_0, b[1:]]))}[diffusion.model_var_type]
+    log_post = torch.log(torch.cat([post[1:2] if len(b) > 1 else b[:1], post[1:]]))   # β̃_0 = 0: use β̃_1 (ADM)
     x, n, C, K = x_T.double(), noises.double(), x_T.shape[1], len(b)
     for k, i in enumerate(range(K - 1, -1, -1) if down else range(K)):
-        out = model(x, tmap[torch.full((x.shape[0],), i)], y=y)
-        eps = out[:, :C]
+        t = torch.full((x.shape[0],), i)
+        out = model(x, tmap[t] if model_t == "map" else t, y=y)
+        eps, v = out[:, :C], out[:, C:]
         x0 = ((x - (1 - ab[i]).sqrt() * eps) / ab[i].sqrt()).clamp(-1, 1)
         if first_x0:
             return x0
         mean = b[i] * abp[i].sqrt() / (1 - ab[i]) * x0 + (1 - abp[i]) * (1 - b[i]).sqrt() / (1 - ab[i]) * x
-        if diffusion.model_var_type == "learned_range":
-            frac = (out[:, C:] + 1) / 2
-            lv = frac * b[i].log() + (1 - frac) * log_var[i]
-        else:
-            lv = log_var[i].expand_as(x)
+        frac = {"learned": (v + 1) / 2, "swapped": 1 - (v + 1) / 2, "raw_v": v, "posterior": torch.zeros_like(v),
+                "beta": torch.ones_like(v)}[var]
+        lv = frac * b[i].log() + (1 - frac) * log_post[i]
         z = n[i] if pick == "t" else n[k]
         x = mean + (1.0 if (i > 0 or noise_at_0) else 0.0) * torch.exp(power * lv) * z if power else mean
     return x
@@ -87,70 +92,81 @@ def _chain(diffusion, tmap, model, x_T, y, noises, down=True, noise_at_0=False, 
 
 @exercise("ddpm_sampling_loop")
 def check_ddpm_sampling_loop(fn) -> str:
-    """Check `sample_loop(diffusion, model, x_T, y, noises) -> x_0`, the DDPM reverse chain.
-
-    For i = T−1 … 0 (T = diffusion.num_timesteps): out = diffusion.p_mean_variance(model, x, t, model_kwargs=
-    {"y": y}) with t = torch.full((B,), i, dtype=torch.long), then x = out["mean"] + [i > 0]·exp(½·out["log_variance"])
-    ·noises[i]. `noises` is a (T, B, C, H, W) tensor, noises[i] the z of the step at timestep i (noises[0] unused);
-    clip_denoised may be either (the check's model keeps x̂_0 inside [−1, 1])."""
+    """Check `sample_loop(diffusion, model, x_T, y, noises) -> x_0`, the DDPM reverse chain with learned Σ,
+    written out: for i = T−1 … 0 (T = diffusion.num_timesteps), ε_θ, r = model(x, diffusion.timestep_map[t], y),
+    x̂_0 = (x − √(1 − ᾱ_i)·ε_θ)/√ᾱ_i, μ̃ = posterior mean of (x̂_0, x), log Σ = v·log β'_i + (1 − v)·log β̃'_i
+    with v = (r + 1)/2 (Improved DDPM Eq. 15), x = μ̃ + [i > 0]·exp(½·log Σ)·noises[i]. `noises` is a
+    (T, B, C, H, W) tensor, noises[i] the z of the step at timestep i (noises[0] unused); clipping x̂_0 to
+    [−1, 1] may be done or not (the check's model keeps x̂_0 inside). The routines of GaussianDiffusion that do
+    the step (p_mean_variance, q_posterior_mean_variance, predict_xstart_from_eps, p_sample, …) are refused."""
     linear = np.linspace(1e-4, 0.02, 1000)
-    cases = [  # diffusion, original ᾱ, (B, C, H, W), dtype, description
+    short = np.linspace(0.05, 0.4, 5)
+    cases = [  # diffusion, original β, (B, C, H, W), dtype, description
         (SpacedDiffusion(space_timesteps(1000, "6"), linear), linear, (2, 3, 4, 4), torch.float32,
-         "a 6-step respacing of the 1000-step linear schedule with learned Σ"),
-        (GaussianDiffusion(np.linspace(0.05, 0.4, 5), model_var_type="fixed_large"), None, (1, 2, 3, 5), torch.float32,
-         "a 5-step schedule with fixed Σ = β_t and a batch of 1"),
+         "a 6-step respacing of the 1000-step linear schedule"),
+        (SpacedDiffusion(space_timesteps(5, "5"), short), short, (1, 2, 3, 5), torch.float32,
+         "a 5-step schedule (every step kept) and a batch of 1"),
         (SpacedDiffusion(space_timesteps(1000, "ddim4"), linear), linear, (3, 1, 2, 2), torch.float64,
          "float64 images on a 4-step respacing (t = 750, 500, 250, 0)"),
     ]
     g = torch.Generator().manual_seed(11)
     for diffusion, base, shape, dtype, case in cases:
-        K = diffusion.num_timesteps
-        abar = torch.cumprod(1 - torch.as_tensor(base if base is not None else diffusion.betas.numpy()), 0)
-        tmap = getattr(diffusion, "timestep_map", torch.arange(K))
-        model = _ToyDenoiser(abar, shape[1], diffusion.model_var_type == "learned_range", g)
+        K, tmap, betas = diffusion.num_timesteps, diffusion.timestep_map, diffusion.betas
+        model = _ToyDenoiser(torch.cumprod(1 - torch.as_tensor(base), 0), shape[1], g)
         x_T, y = randn(g, shape, dtype), torch.randint(0, 10, (shape[0],), generator=g)
         noises = randn(g, (K, *shape), dtype)
         args = lambda: (diffusion, model, x_T.clone(), y.clone(), noises.clone())  # noqa: E731
         with torch.no_grad():
-            out = call(fn, args(), _LOOP_HINTS)
+            out = call_refusing(fn, args(), _LOOP_HINTS, _loop_shortcuts(), _LOOP_REFUSAL)
             if isinstance(out, dict):
-                raise Problem("You returned a dict (the output of p_mean_variance?) — return the final x, a tensor "
-                              "shaped like x_T.")
+                raise Problem("You returned a dict — return the final x, a tensor shaped like x_T.")
             if isinstance(out, (list, tuple)):
                 raise Problem(f"You returned a {type(out).__name__} — return only the final x_0, a tensor shaped like "
                               f"x_T, not the whole trajectory.")
             out = as_tensor(out)
-            expect_shape(out, shape, known=[((K, *shape), "You returned the whole trajectory — return only the final "
-                                                           "x_0, a tensor shaped like x_T."),
-                                            ((K + 1, *shape), "You returned the whole trajectory — return only the "
-                                                              "final x_0, a tensor shaped like x_T.")],
+            trajectory = "You returned the whole trajectory — return only the final x_0, a tensor shaped like x_T."
+            expect_shape(out, shape, known=[((K, *shape), trajectory), ((K + 1, *shape), trajectory),
+                                            ((shape[0], 2 * shape[1], *shape[2:]),
+                                             "You returned the model's whole output (ε and v): split it with "
+                                             ".split(C, dim=1) and return the final x.")],
                          hint=" (the shape of x_T)")
             expect_finite(out)
-            run = lambda **kw: _chain(diffusion, tmap, model, x_T, y, noises, **kw)  # noqa: E731
+            run = lambda **kw: _chain(tmap, betas, model, x_T, y, noises, **kw)  # noqa: E731
+            upwards = ("Your loop runs the wrong way: the reverse chain goes from t = T−1 down to 0, e.g. for i in "
+                       "reversed(range(diffusion.num_timesteps)).")
             variants = [
                 (run(noise_at_0=True), "You also added noise at the last step: at t = 0 return the mean itself "
                                        "(multiply the noise by [t > 0])."),
-                (run(down=False), "Your loop runs the wrong way: the reverse chain goes from t = T−1 down to 0, "
-                                  "e.g. for i in reversed(range(diffusion.num_timesteps))."),
-                (run(down=False, noise_at_0=True), "Your loop runs the wrong way: the reverse chain goes from "
-                                                   "t = T−1 down to 0, e.g. for i in reversed(range(diffusion.num_timesteps))."),
-                (run(power=1.0), "You scaled the noise by the variance exp(log_variance); use the standard "
-                                 "deviation exp(½·log_variance)."),
-                (run(power=1.0, noise_at_0=True), "You scaled the noise by the variance exp(log_variance) (and added "
-                                                  "noise at t = 0); use exp(½·log_variance) and no noise at t = 0."),
-                (run(power=0.0), "Your chain adds no noise: x_{t−1} = mean + exp(½·log_variance)·noises[t] at every "
-                                 "step with t > 0 (the mean alone collapses the samples)."),
+                (run(down=False), upwards),
+                (run(down=False, noise_at_0=True), upwards),
+                (run(model_t="index") if K != 5 else None,
+                 "You called the model with the respaced index i, but it was trained on the original timesteps: "
+                 "call model(x, diffusion.timestep_map[t], y)."),
+                (run(power=1.0), "You scaled the noise by the variance exp(log Σ); use the standard deviation "
+                                 "exp(½·log Σ)."),
+                (run(power=1.0, noise_at_0=True), "You scaled the noise by the variance exp(log Σ) (and added noise "
+                                                  "at t = 0); use exp(½·log Σ) and no noise at t = 0."),
+                (run(power=0.0), "Your chain adds no noise: x_{t−1} = μ̃ + exp(½·log Σ)·noises[t] at every step with "
+                                 "t > 0 (the mean alone collapses the samples)."),
+                (run(var="raw_v"), "You used the model's raw output r as the interpolation weight; it lies in "
+                                   "[−1, 1]: the weight is v = (r + 1)/2 (Improved DDPM Eq. 15)."),
+                (run(var="swapped"), "Your variance interpolates the wrong way round: log Σ = v·log β_t + "
+                                     "(1 − v)·log β̃_t, with v = (r + 1)/2."),
+                (run(var="posterior"), "Your variance is β̃_t at every step: the model's second output v chooses "
+                                       "log Σ = v·log β_t + (1 − v)·log β̃_t, v = (r + 1)/2."),
+                (run(var="beta"), "Your variance is β_t at every step: the model's second output v chooses "
+                                  "log Σ = v·log β_t + (1 − v)·log β̃_t, v = (r + 1)/2."),
                 (run(pick="k"), "You took the noises in the wrong order: use noises[i], the noise of the step at "
                                 "timestep i (noises[0] is never used)."),
                 (run(first_x0=True), "You returned the x̂_0 predicted at the first step; run the whole chain and "
                                      "return the final x."),
             ]
             expect_values(out, run(), variants, atol=1e-4, rtol=1e-3, case=case,
-                          formula="x ← mean + [t > 0]·exp(½·log_variance)·noises[t] for t = T−1 … 0",
+                          formula="x ← μ̃(x̂_0, x) + [t > 0]·exp(½·log Σ)·noises[t] for t = T−1 … 0",
                           rerun=lambda: as_tensor(call(fn, args(), _LOOP_HINTS)),
                           random_msg="Your output changes between two calls with the same inputs — use the given "
                                      "noises[t] instead of drawing new noise with torch.randn.")
-    return f"ddpm_sampling_loop runs the reverse chain x_T → x_0 (DDPM Algorithm 2) on {len(cases)} test cases."
+    return f"ddpm_sampling_loop runs the reverse chain x_T → x_0 (DDPM Algorithm 2, learned Σ) on {len(cases)} test cases."
 
 #################################################################################
 #        Lesson 08: respaced betas, β'_i = 1 − ᾱ_{t_i} / ᾱ_{t_{i−1}}            #
