@@ -14,6 +14,7 @@ from einops import rearrange
 
 from ditlib.course import exercises as ex
 
+import test_exercises_attention as attention_solutions
 import test_exercises_loss as loss_solutions
 import test_exercises_model as model_solutions
 import test_exercises_sampling as sampling_solutions
@@ -83,7 +84,9 @@ SOLUTIONS = {"q_sample": q_sample, "reparameterized_sample": reparameterized_sam
              "adaln_zero_block": adaln_zero_block_forward}
 # The checks of the algorithms (lessons 03, 06–10) have their own files; their reference solutions join the
 # shared-contract tests below.
-SOLUTIONS.update({"hybrid_loss": loss_solutions._loss(), "dit_forward": model_solutions.dit_forward, "train_step": model_solutions.train_step,
+SOLUTIONS.update({"hybrid_loss": loss_solutions._loss(),
+                  "multi_head_attention": attention_solutions.multi_head_attention,
+                  "embed_timestep": attention_solutions.embed_timestep, "dit_forward": model_solutions.dit_forward, "train_step": model_solutions.train_step,
                   "forward_with_cfg": model_solutions.forward_with_cfg,
                   "ddpm_sampling_loop": sampling_solutions.sample_loop, "respaced_betas": sampling_solutions.respaced_betas,
                   "ddim_step": sampling_solutions.ddim_step, "frechet_distance": sampling_solutions.frechet_distance})

@@ -1,6 +1,7 @@
-"""Checks of the transformer lessons 05–06: patchify, 1-D sine-cosine embeddings, adaLN's modulate
-and the adaLN-Zero DiT block. Patchify, the sine-cosine table and the block refuse a function that calls
-the routine it should write (einops or unfold, ditlib's sin-cos tables, DiTBlock itself; `call_refusing`)."""
+"""Checks of the transformer lessons 05–06: patchify, 1-D sine-cosine embeddings, multi-head self-attention,
+the timestep embedding, adaLN's modulate and the adaLN-Zero DiT block. All but modulate refuse a function that
+calls the routine it should write (einops or unfold, ditlib's sin-cos tables, scaled_dot_product_attention and
+the attention modules, timestep_embedding, DiTBlock itself; `call_refusing`)."""
 from __future__ import annotations
 
 import math
@@ -11,7 +12,8 @@ import torch
 from .feedback import (as_tensor, call, call_refusing, exercise, expect_finite, expect_shape, expect_values,
                        library_folder, randn)
 
-__all__ = ["check_patchify", "check_sincos_1d", "check_modulate", "check_adaln_zero_block"]
+__all__ = ["check_patchify", "check_sincos_1d", "check_multi_head_attention", "check_embed_timestep", "check_modulate",
+           "check_adaln_zero_block"]
 
 #################################################################################
 #               Lesson 05a: patchify, (N, C, H, W) -> (N, T, p·p·C)              #
@@ -130,6 +132,139 @@ def check_sincos_1d(fn) -> str:
                       formula="[sin(m·ω_k) for all k, then cos(m·ω_k) for all k] with ω_k = 1/10000^(2k/D)")
     return (f"sincos_1d matches [sin(m·ω_k), cos(m·ω_k)] with ω_k = 1/10000^(2k/D) "
             f"on {len(cases)} test cases.")
+
+#################################################################################
+#        Lesson 05c: multi-head self-attention, softmax(q·kᵀ/√d_head)·v          #
+#################################################################################
+
+_ATTN_HINTS = {"broadcast": "attention.qkv(x) has 3·D features per token: reshape it to (B, T, 3, heads, D/heads) "
+                            "and permute to (3, B, heads, T, D/heads) before taking q, k, v",
+               "TypeError": "check the signature multi_head_attention(attention, x) and use torch operations",
+               "default": "q, k, v from attention.qkv(x) split into heads; softmax(q·kᵀ/√d_head)·v per head; merge "
+                          "the heads; attention.proj"}
+_ATTN_REFUSAL = ("Your function calls {name}: this exercise asks you to write the attention yourself — q, k, v from "
+                 "attention.qkv, the softmax of the scaled scores, the heads merged, then attention.proj.")
+
+
+def _attention_shortcuts() -> dict:
+    from ..layers import Attention
+    return {Attention.forward: "ditlib's Attention",
+            torch.nn.functional.scaled_dot_product_attention: "torch.nn.functional.scaled_dot_product_attention",
+            torch.nn.MultiheadAttention.forward: "torch.nn.MultiheadAttention",          # outermost first
+            torch.nn.functional.multi_head_attention_forward: "torch.nn.functional.multi_head_attention_forward"}
+
+
+def _attention(attn, x, layout="3h", scale="head", softmax_dim=-1, heads="permute", proj=True) -> torch.Tensor:
+    """Multi-head self-attention in plain torch; the keyword arguments build the known-wrong variants."""
+    B, T, D = x.shape
+    h = attn.num_heads
+    qkv = attn.qkv(x)
+    if layout == "3h":
+        q, k, v = qkv.reshape(B, T, 3, h, D // h).permute(2, 0, 3, 1, 4)              # each (B, h, T, d)
+    else:                                                                         # heads outside: (B, T, h, 3, d)
+        q, k, v = qkv.reshape(B, T, h, 3, D // h).permute(3, 0, 2, 1, 4)
+    if heads == "reshape":                                                        # heads split without a permute
+        q, k, v = (z.transpose(1, 2).reshape(B, T, D).reshape(B, h, T, D // h) for z in (q, k, v))
+    d = {"head": D // h, "width": D, "none": 1}[scale]
+    w = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d), dim=softmax_dim)    # (B, h, T, T)
+    out = (w @ v).transpose(1, 2).reshape(B, T, D)
+    return attn.proj(out) if proj else out
+
+
+@exercise("multi_head_attention")
+def check_multi_head_attention(fn) -> str:
+    from ..layers import Attention
+
+    cases = [(2, 5, 12, 3, torch.float32, "a batch of 2 with 5 tokens of width 12 and 3 heads"),
+             (1, 4, 8, 1, torch.float32, "a single sequence of 4 tokens and one head"),
+             (3, 7, 16, 4, torch.float64, "float64 inputs, 3 sequences of 7 tokens, 4 heads")]
+    g = torch.Generator().manual_seed(9)
+    for B, T, D, h, dtype, case in cases:
+        attn = Attention(D, h).to(dtype)
+        with torch.no_grad():
+            for p in attn.parameters():
+                p.copy_(randn(g, p.shape, dtype) * 0.5)
+        x = randn(g, (B, T, D), dtype)
+        with torch.no_grad():
+            out = as_tensor(call_refusing(fn, (attn, x.clone()), _ATTN_HINTS, _attention_shortcuts(), _ATTN_REFUSAL))
+            expect_shape(out, (B, T, D), hint=" (the shape of x)")
+            expect_finite(out)
+            run = lambda **kw: _attention(attn, x, **kw)  # noqa: E731
+            variants = [
+                (run(scale="none"), "You forgot to scale the scores: divide q·kᵀ by √d_head before the softmax, or "
+                                    "the softmax saturates as the width grows."),
+                (run(scale="width") if h > 1 else None, "You scaled the scores by √D, the model width; divide by √d_head "
+                                                        "= √(D/heads), the width of one head."),
+                (run(softmax_dim=-2), "Your softmax runs over the queries: take it over the keys (the last dimension "
+                                      "of the (T, T) scores), so that each query's weights sum to 1."),
+                (run(proj=False), "You left out the output projection: after merging the heads, apply attention.proj."),
+                (run(layout="h3") if h > 1 else None,
+                 "Your q, k, v are cut from the wrong features: qkv(x) is laid out as (3, heads, d_head), so reshape "
+                 "it to (B, T, 3, heads, d_head)."),
+                (run(heads="reshape") if h > 1 else None,
+                 "You split the heads with a reshape alone: (B, T, D) → (B, T, heads, d_head) → transpose to (B, "
+                 "heads, T, d_head); a reshape straight to (B, heads, T, d_head) mixes tokens and heads."),
+            ]
+            expect_values(out, run(), variants, atol=1e-4, rtol=1e-4, case=case,
+                          formula="proj(concat_heads(softmax(q·kᵀ/√d_head)·v)) with q, k, v from qkv(x)")
+    return f"multi_head_attention matches ditlib's Attention on {len(cases)} test cases."
+
+#################################################################################
+#          Lesson 06: the timestep embedding, sinusoids then an MLP             #
+#################################################################################
+
+_T_HINTS = {"broadcast": "build the (N, half) angles as t[:, None] · ω[None, :] with half = mlp[0].in_features // 2",
+            "TypeError": "check the signature embed_timestep(t, mlp): t is an (N,) tensor, mlp the two-layer MLP",
+            "default": "features = [cos(t·ω_k), sin(t·ω_k)] with ω_k = 10000^(−k/half), then mlp(features)"}
+_T_REFUSAL = ("Your function calls {name}: this exercise asks you to build the sinusoidal features yourself "
+              "(ω_k, the cosines, the sines), then apply the MLP.")
+
+
+def _t_shortcuts() -> dict:
+    from ..layers import TimestepEmbedder, get_1d_sincos_pos_embed_from_grid, timestep_embedding
+    return {TimestepEmbedder.forward: "ditlib's TimestepEmbedder", timestep_embedding: "ditlib's timestep_embedding",
+            get_1d_sincos_pos_embed_from_grid: "ditlib's get_1d_sincos_pos_embed_from_grid"}
+
+
+def _t_features(t, dim, order="cos|sin", per="half", t_scale=1.0) -> torch.Tensor:
+    half = dim // 2
+    k = torch.arange(half, dtype=torch.float64)
+    freqs = torch.exp(-math.log(10000.0) * k / {"half": half, "dim": dim}[per])
+    args = t.double()[:, None] * t_scale * freqs[None]
+    parts = [args.cos(), args.sin()] if order == "cos|sin" else [args.sin(), args.cos()]
+    return torch.cat(parts, dim=1)
+
+
+@exercise("embed_timestep")
+def check_embed_timestep(fn) -> str:
+    cases = [([0, 1, 250, 999], 256, 32, torch.float32, "t = 0, 1, 250, 999 with DiT's 256 features"),
+             ([7], 16, 8, torch.float32, "a batch of one t with 16 features"),
+             ([0, 17, 500], 64, 12, torch.float64, "a float64 MLP and 64 features")]
+    g = torch.Generator().manual_seed(12)
+    for t_list, dim, D, dtype, case in cases:
+        mlp = torch.nn.Sequential(torch.nn.Linear(dim, D), torch.nn.SiLU(), torch.nn.Linear(D, D)).to(dtype)
+        with torch.no_grad():
+            for p in mlp.parameters():
+                p.copy_(randn(g, p.shape, dtype) * 0.3)
+        t = torch.tensor(t_list)
+        with torch.no_grad():
+            out = as_tensor(call_refusing(fn, (t.clone(), mlp), _T_HINTS, _t_shortcuts(), _T_REFUSAL))
+            N = len(t_list)
+            expect_shape(out, (N, D), known=[((N, dim), "You returned the sinusoidal features: pass them through the "
+                                                        "MLP as well, mlp(features).")],
+                         hint=" (one D-vector per timestep)")
+            expect_finite(out)
+            run = lambda **kw: mlp(_t_features(t, dim, **kw).to(dtype))  # noqa: E731
+            variants = [
+                (run(order="sin|cos"), "Your halves are swapped: DiT's timestep features put the cosines first, "
+                                       "[cos(t·ω), sin(t·ω)] (the positional table of lesson 05 puts the sines first)."),
+                (run(per="dim"), "Your frequencies fall too slowly: ω_k = 10000^(−k/half) with half = dim/2, not "
+                                 "10000^(−k/dim)."),
+                (run(t_scale=1 / 1000), "You divided t by 1000: DiT embeds the integer timestep itself, t ∈ 0 … 999."),
+            ]
+            expect_values(out, run(), variants, atol=1e-4, rtol=1e-4, case=case,
+                          formula="mlp([cos(t·ω_k), sin(t·ω_k)]) with ω_k = 10000^(−k/half)")
+    return f"embed_timestep matches ditlib's TimestepEmbedder on {len(cases)} test cases."
 
 #################################################################################
 #        Lesson 06a: adaLN's modulate, x·(1 + γ) + β broadcast over tokens       #

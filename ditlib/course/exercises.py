@@ -16,13 +16,15 @@ from .feedback import CHECKS, Feedback, require
 # In lesson order, so that CHECKS (filled as each check is defined) lists the exercises in that order too.
 from .checks_diffusion import (check_hybrid_loss, check_latent_scale_factor, check_posterior_mean_variance,
                                check_q_sample, check_reparameterized_sample)
-from .checks_transformer import check_adaln_zero_block, check_modulate, check_patchify, check_sincos_1d
+from .checks_transformer import (check_adaln_zero_block, check_embed_timestep, check_modulate,
+                                 check_multi_head_attention, check_patchify, check_sincos_1d)
 from .checks_model import check_dit_forward, check_forward_with_cfg, check_train_step
 from .checks_sampling import check_ddim_step, check_ddpm_sampling_loop, check_frechet_distance, check_respaced_betas
 from .checks_scaling import check_extrapolate_fid, check_static_memory_gb
 
 __all__ = ["Feedback", "require", "CHECKS", "check_q_sample", "check_reparameterized_sample",
-           "check_posterior_mean_variance", "check_hybrid_loss", "check_latent_scale_factor", "check_patchify", "check_sincos_1d",
-           "check_modulate", "check_adaln_zero_block", "check_dit_forward", "check_train_step", "check_forward_with_cfg",
+           "check_posterior_mean_variance", "check_hybrid_loss", "check_latent_scale_factor", "check_patchify",
+           "check_sincos_1d", "check_multi_head_attention", "check_embed_timestep", "check_modulate",
+           "check_adaln_zero_block", "check_dit_forward", "check_train_step", "check_forward_with_cfg",
            "check_ddpm_sampling_loop", "check_respaced_betas", "check_ddim_step", "check_frechet_distance",
            "check_extrapolate_fid", "check_static_memory_gb"]

@@ -35,6 +35,7 @@ import importlib.util
 import inspect
 import os
 import sys
+import types
 from dataclasses import dataclass
 
 import numpy as np
@@ -140,17 +141,22 @@ def call_refusing(fn, args, hints: dict, forbidden: dict, refusal: str):
     Problem(refusal.format(name=…)) instead of the result (or of fn's error), naming the first one of
     `forbidden` that ran.
 
-    `forbidden` maps a Python function (a method as the class's function, e.g. ``DiTBlock.forward``) or a
-    package folder (a tuple of path prefixes, see `library_folder`) to the name the message gives it. A
+    `forbidden` maps a Python function (a method as the class's function, e.g. ``DiTBlock.forward``), a
+    built-in one (e.g. ``torch.nn.functional.scaled_dot_product_attention``) or a package folder (a tuple of
+    path prefixes, see `library_folder`) to the name the message gives it. A
     profile hook watches for the routine's own code object, so the routine is recognised however fn reaches
     it: through its module, a name imported into the notebook, a bound method, the class or another library
     function. The hook only records; nothing of the library is patched, and the previous hook is restored.
     """
-    codes = {id(inspect.unwrap(r).__code__): name for r, name in forbidden.items() if not isinstance(r, tuple)}
+    builtin = {id(r): name for r, name in forbidden.items() if isinstance(r, types.BuiltinFunctionType)}
+    codes = {id(inspect.unwrap(r).__code__): name for r, name in forbidden.items()
+             if not isinstance(r, (tuple, types.BuiltinFunctionType))}
     folders = [(r, name) for r, name in forbidden.items() if isinstance(r, tuple)]
     seen = set()
 
     def watch(frame, event, arg):
+        if event == "c_call" and id(arg) in builtin:
+            seen.add(builtin[id(arg)])
         if event != "call":
             return
         code = frame.f_code
