@@ -487,7 +487,7 @@ _ = exercises.require(feedback)
 
 # %% [markdown]
 # Your loss on the pretrained model, with the images, timesteps and noise of section 4, gives the numbers of
-# `training_losses`, t = 0 included:
+# `training_losses`, t = 0 (the decoder term) included:
 
 # %%
 t = torch.tensor([0, 10, 50, 500, 900])

@@ -267,7 +267,7 @@ block_design_figure(entries);
 # the gap to adaLN-Zero is 2.7 or more, and adaLN-Zero leads at every snapshot. adaLN without the zero start is
 # no better than in-context: at this scale the zero-initialised gates make the difference. The other three end
 # within 0.65 of each other (one seed for adaLN and cross-attention), so their order, unlike the paper's
-# (right panel: adaLN, then cross-attention, then in-context), is not resolved here.
+# (right panel, ImageNet: adaLN, then cross-attention, then in-context), is not resolved here.
 #
 # ## 7. Re-run it yourself: a short training of each design
 #
