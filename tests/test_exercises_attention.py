@@ -105,3 +105,10 @@ def test_timestep_check_refuses_ditlibs_embedding():
         embedder.mlp = mlp
         return embedder(t)
     _fails_with(check_embed_timestep, via_embedder, "TimestepEmbedder")
+
+
+def test_both_checks_leave_the_global_random_state_alone():
+    for check, solution in ((check_multi_head_attention, multi_head_attention), (check_embed_timestep, embed_timestep)):
+        state = torch.random.get_rng_state()
+        check(solution)
+        assert torch.equal(state, torch.random.get_rng_state()), check.__name__

@@ -171,6 +171,16 @@ def _attention(attn, x, layout="3h", scale="head", softmax_dim=-1, heads="permut
     return attn.proj(out) if proj else out
 
 
+def _random_module(build, g: torch.Generator, dtype, scale: float) -> torch.nn.Module:
+    """build() with every weight redrawn from `g` times `scale`; the module's own init leaves the global RNG alone."""
+    with torch.random.fork_rng(devices=[]):
+        module = build().to(dtype)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(randn(g, p.shape, dtype) * scale)
+    return module
+
+
 @exercise("multi_head_attention")
 def check_multi_head_attention(fn) -> str:
     from ..layers import Attention
@@ -180,10 +190,7 @@ def check_multi_head_attention(fn) -> str:
              (3, 7, 16, 4, torch.float64, "float64 inputs, 3 sequences of 7 tokens, 4 heads")]
     g = torch.Generator().manual_seed(9)
     for B, T, D, h, dtype, case in cases:
-        attn = Attention(D, h).to(dtype)
-        with torch.no_grad():
-            for p in attn.parameters():
-                p.copy_(randn(g, p.shape, dtype) * 0.5)
+        attn = _random_module(lambda: Attention(D, h), g, dtype, 0.5)
         x = randn(g, (B, T, D), dtype)
         with torch.no_grad():
             out = as_tensor(call_refusing(fn, (attn, x.clone()), _ATTN_HINTS, _attention_shortcuts(), _ATTN_REFUSAL))
@@ -242,10 +249,8 @@ def check_embed_timestep(fn) -> str:
              ([0, 17, 500], 64, 12, torch.float64, "a float64 MLP and 64 features")]
     g = torch.Generator().manual_seed(12)
     for t_list, dim, D, dtype, case in cases:
-        mlp = torch.nn.Sequential(torch.nn.Linear(dim, D), torch.nn.SiLU(), torch.nn.Linear(D, D)).to(dtype)
-        with torch.no_grad():
-            for p in mlp.parameters():
-                p.copy_(randn(g, p.shape, dtype) * 0.3)
+        mlp = _random_module(lambda: torch.nn.Sequential(torch.nn.Linear(dim, D), torch.nn.SiLU(), torch.nn.Linear(D, D)),
+                             g, dtype, 0.3)
         t = torch.tensor(t_list)
         with torch.no_grad():
             out = as_tensor(call_refusing(fn, (t.clone(), mlp), _T_HINTS, _t_shortcuts(), _T_REFUSAL))
