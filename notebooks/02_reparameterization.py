@@ -17,7 +17,9 @@
 # **Learning objectives.** After this lesson you can
 # 1. write a Gaussian sample as x = μ + σ·ε, and say why gradients reach μ and σ that way but not
 #    through `torch.normal(mu, sigma)`;
-# 2. fit the parameters of a distribution by gradient descent *through its samples*;
+# 2. write the loss that fits the parameters of a distribution by gradient descent *through its
+#    samples* (the squared 2-Wasserstein distance between sorted samples), and check its gradients
+#    against the chain rule;
 # 3. turn a noise prediction ε_θ into the mean of a reverse step (DDPM Eq. 11), and check it
 #    against `ditlib.diffusion`;
 # 4. recognise the same trick in the VAE encoder that produces DiT's latents.
@@ -107,6 +109,54 @@ assert mu.grad.item() == 0 and sigma.grad.item() == 0
 # squared 2-Wasserstein distance between the two samples. Sorting only permutes, so gradients pass
 # through it, and then through x = μ + σ·ε to μ and σ.
 
+# %% [markdown]
+# ### Exercise: the loss that fits through samples
+#
+# Write `sample_loss(mu, log_sigma, eps, target)`. `mu` and `log_sigma` are the model's parameters,
+# 0-d tensors that require gradients, with log_sigma = log σ; `eps` is an (n,) tensor of N(0, 1)
+# noise and `target` the (n,) data, already sorted in ascending order. Build the n model samples from
+# the given `eps`, sort them, and return the 0-d loss
+#
+# $$L(\mu, \log\sigma) = \frac{1}{n}\sum_{i=1}^{n}\big(x_{(i)} - y_{(i)}\big)^2, \qquad x = \mu + \sigma\,\varepsilon,\ \ \sigma = e^{\log\sigma},$$
+#
+# where x₍ᵢ₎ is the i-th smallest sample. Use torch operations only, so that autograd can carry the
+# gradient back through the sort and the sample to `mu` and `log_sigma`. (Parameterizing by log σ keeps
+# σ positive for any value an optimiser picks, which is why networks output log σ, or log σ², rather
+# than σ.) The fit below calls your function once per step, with a fresh ε every time.
+
+# %% nbgrader={"grade": false, "grade_id": "sample_loss", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def sample_loss(mu, log_sigma, eps, target):
+    ### BEGIN SOLUTION
+    x = mu + log_sigma.exp() * eps                                # (n,) samples of N(μ, σ²), attached to μ and σ
+    return (x.sort().values - target).square().mean()             # () W₂² between the sorted samples
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "check_sample_loss", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+# NBVAL_CHECK_OUTPUT
+feedback = exercises.check_sample_loss(sample_loss)
+display(feedback)
+### BEGIN HIDDEN TESTS
+exercises.require(feedback)
+gen_check = torch.Generator().manual_seed(2)             # also on 7 float64 samples, gradients included
+mu_check = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+log_sigma_check = torch.tensor(-0.4, dtype=torch.float64, requires_grad=True)
+eps_check = torch.randn(7, dtype=torch.float64, generator=gen_check)
+target_check = (1.0 + torch.randn(7, dtype=torch.float64, generator=gen_check)).sort().values
+loss_check = sample_loss(mu_check, log_sigma_check, eps_check, target_check)
+x_check, order_check = (0.7 + math.exp(-0.4) * eps_check).sort()
+assert loss_check.shape == () and torch.isclose(loss_check, (x_check - target_check).square().mean()), \
+    "sample_loss is not the mean of (x₍ᵢ₎ − y₍ᵢ₎)² on 7 float64 samples"
+grad_mu_check, grad_log_sigma_check = torch.autograd.grad(loss_check, [mu_check, log_sigma_check])
+residual_check = 2 / 7 * (x_check - target_check)
+assert torch.isclose(grad_mu_check, residual_check.sum()), "∂L/∂μ is not (2/n)·Σ(x₍ᵢ₎ − y₍ᵢ₎)"
+assert torch.isclose(grad_log_sigma_check, (residual_check * math.exp(-0.4) * eps_check[order_check]).sum()), \
+    "∂L/∂log σ is not (2/n)·Σ(x₍ᵢ₎ − y₍ᵢ₎)·σ·ε₍ᵢ₎"
+### END HIDDEN TESTS
+
+# %% [markdown]
+# Now the fit: 300 steps of Adam on μ and log σ, each through 1,000 fresh model samples.
+
 # %%
 gen = torch.Generator().manual_seed(0)
 target = (3.0 + 0.5 * torch.randn(1000, generator=gen)).sort().values      # the data, sorted once
@@ -115,8 +165,7 @@ log_sigma = torch.tensor(0.0, requires_grad=True)                         # σ =
 optimizer = torch.optim.Adam([mu, log_sigma], lr=0.05)
 history = {"μ": [], "σ": []}
 for step in range(300):
-    x = mu + log_sigma.exp() * torch.randn(1000, generator=gen)          # fresh ε every step
-    loss = (x.sort().values - target).square().mean()                    # W₂² between sorted samples
+    loss = sample_loss(mu, log_sigma, torch.randn(1000, generator=gen), target)   # fresh ε every step
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -140,8 +189,36 @@ ax_hist.legend();
 # Both parameters walk to their targets (the dashed lines), and the model's samples match the data's
 # histogram. Every step used new ε, so every gradient was a noisy estimate: this is stochastic
 # gradient descent, exactly like a diffusion model's training, which draws a new ε for every image at
-# every step. Replace the line `x = mu + …` by `x = torch.normal(…)` and nothing moves at all.
+# every step. Build the samples inside `sample_loss` with
+# `torch.normal(mu.expand(n), log_sigma.exp().expand(n))` instead of from `eps`, and nothing moves at
+# all: the loss has the same distribution, but, as in section 1, its gradient with respect to μ and σ
+# is zero.
 #
+# **Gradient check.** The sort only decides which data point each sample meets; since σ > 0, it orders
+# x and ε alike, so write ε₍ᵢ₎ for the noise of the i-th smallest sample. Then x₍ᵢ₎ = μ + σ·ε₍ᵢ₎, and
+# with ∂σ/∂log σ = σ the chain rule gives
+#
+# $$\frac{\partial L}{\partial\mu} = \frac{2}{n}\sum_i \big(x_{(i)} - y_{(i)}\big), \qquad \frac{\partial L}{\partial\log\sigma} = \frac{2}{n}\sum_i \big(x_{(i)} - y_{(i)}\big)\,\sigma\,\varepsilon_{(i)} .$$
+#
+# The first vanishes when the samples' mean matches the data's and, once it does, the second when their
+# spreads match.
+# Autograd, running through your function, must agree:
+
+# %%
+gen = torch.Generator().manual_seed(0)
+mu = torch.tensor(0.3, requires_grad=True)
+log_sigma = torch.tensor(-0.2, requires_grad=True)
+eps, y = torch.randn(8, generator=gen), torch.randn(8, generator=gen).sort().values
+grad_mu, grad_log_sigma = torch.autograd.grad(sample_loss(mu, log_sigma, eps, y), [mu, log_sigma])
+sigma = log_sigma.detach().exp()
+x_sorted, order = (mu.detach() + sigma * eps).sort()                      # order: the permutation of the sort
+residual = 2 / len(eps) * (x_sorted - y)                                  # (8,) (2/n)·(x₍ᵢ₎ − y₍ᵢ₎)
+assert torch.isclose(grad_mu, residual.sum(), atol=1e-6)
+assert torch.isclose(grad_log_sigma, (residual * sigma * eps[order]).sum(), atol=1e-6)
+print(f"autograd agrees with the chain rule: ∂L/∂μ = {grad_mu:.4f} = (2/n)·Σ(x₍ᵢ₎ − y₍ᵢ₎),  "
+      f"∂L/∂log σ = {grad_log_sigma:.4f} = (2/n)·Σ(x₍ᵢ₎ − y₍ᵢ₎)·σ·ε₍ᵢ₎")
+
+# %% [markdown]
 # ## 3. Predicting ε reparameterizes the reverse step
 #
 # Lesson 01's closed form is itself a reparameterization: x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε (DiT §3.1).
@@ -292,63 +369,15 @@ viz.show_images(grid, nrow=6, titles=["image", "decode(mean)", "sample", "sample
 # Honest samples decode to the same picture, to well under one gray level. So for DiT the latent of an
 # image is, in practice, its posterior mean plus a whisper of noise; the variety in DiT's *generated*
 # images comes from the diffusion, not from the VAE.
-#
-# ## 5. Exercise: implement `reparameterized_sample`
-#
-# Write `reparameterized_sample(mu, log_sigma, eps)`: tensors of the same shape, with log_sigma = log σ.
-# Return one sample of N(μ, σ²) per element, built from the given `eps` so that gradients flow to
-# `mu` and `log_sigma`. (Parameterizing by log σ keeps σ positive for any value an optimiser picks,
-# which is why networks output log σ, or log σ², rather than σ.)
-
-# %% nbgrader={"grade": false, "grade_id": "reparameterized_sample", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def reparameterized_sample(mu, log_sigma, eps):
-    ### BEGIN SOLUTION
-    return mu + log_sigma.exp() * eps
-    ### END SOLUTION
-
-
-# %% nbgrader={"grade": true, "grade_id": "check_reparameterized_sample", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-# NBVAL_CHECK_OUTPUT
-feedback = exercises.check_reparameterized_sample(reparameterized_sample)
-display(feedback)
-### BEGIN HIDDEN TESTS
-exercises.require(feedback)
-gen_check = torch.Generator().manual_seed(2)             # also on a float64 (3, 5, 7) batch, gradients included
-mu_check = torch.randn(3, 5, 7, dtype=torch.float64, generator=gen_check).requires_grad_()
-log_sigma_check = torch.randn(3, 5, 7, dtype=torch.float64, generator=gen_check).requires_grad_()
-eps_check = torch.randn(3, 5, 7, dtype=torch.float64, generator=gen_check)
-sample_check = reparameterized_sample(mu_check, log_sigma_check, eps_check)
-assert torch.allclose(sample_check, mu_check + log_sigma_check.exp() * eps_check), \
-    "reparameterized_sample is not μ + exp(log σ)·ε on a float64 (3, 5, 7) batch"
-sample_check.sum().backward()
-assert torch.allclose(log_sigma_check.grad, log_sigma_check.detach().exp() * eps_check), \
-    "the gradient with respect to log σ is not σ·ε: the sample must be built from log_sigma with torch operations"
-### END HIDDEN TESTS
-
-# %% [markdown]
-# **Gradient check.** With a fixed target y and L = Σ (x − y)², the chain rule gives
-# ∂L/∂μ = 2(x − y) and, since ∂σ/∂log σ = σ, ∂L/∂log σ = 2(x − y)·σ·ε. Autograd, running through your
-# function, must agree:
-
-# %%
-gen = torch.Generator().manual_seed(0)
-mu = torch.randn(4, 3, generator=gen).requires_grad_()
-log_sigma = torch.randn(4, 3, generator=gen).requires_grad_()
-eps, y = torch.randn(4, 3, generator=gen), torch.randn(4, 3, generator=gen)
-x = reparameterized_sample(mu, log_sigma, eps)
-(x - y).square().sum().backward()
-residual = 2 * (x - y).detach()
-assert torch.allclose(mu.grad, residual, atol=1e-6)
-assert torch.allclose(log_sigma.grad, residual * log_sigma.exp().detach() * eps, atol=1e-6)
-print("autograd agrees with the chain rule: ∂L/∂μ = 2(x − y),  ∂L/∂log σ = 2(x − y)·σ·ε")
 
 # %% [markdown]
 # ## Summary
 #
 # - A Gaussian sample written as x = μ + σ·ε is a differentiable function of μ and σ; the randomness
 #   is isolated in ε. `torch.normal` gives the same numbers but a zero gradient.
-# - With it, parameters can be fitted by gradient descent through samples (here: a 1-D Gaussian by a
-#   sorted-sample, Wasserstein-style loss).
+# - With it, parameters can be fitted by gradient descent through samples. Your `sample_loss`, the
+#   squared 2-Wasserstein distance between sorted samples, fits a 1-D Gaussian to data; its gradients
+#   are the chain rule's (2/n)·Σ(x₍ᵢ₎ − y₍ᵢ₎) for μ and (2/n)·Σ(x₍ᵢ₎ − y₍ᵢ₎)·σ·ε₍ᵢ₎ for log σ.
 # - DiT's forward process is this trick, and "predict the noise" reparameterizes the reverse mean:
 #   μ_θ = (x_t − β_t/√(1 − ᾱ_t)·ε_θ)/√α_t (DDPM Eq. 11). ε is the better target: unit variance at
 #   every t, the score up to a scale, and the best FID in DDPM's ablation.
@@ -357,7 +386,8 @@ print("autograd agrees with the chain rule: ∂L/∂μ = 2(x − y),  ∂L/∂lo
 #
 # **More to try.** Fit μ and σ to a *bimodal* target (half the points from N(−2, 0.3²), half from
 # N(2, 0.3²)). What does the best single Gaussian look like under the sorted-sample loss? Rerun the fit
-# with 20 model samples per step instead of 1,000: how does the wobble of the curves change?
+# with 20 model samples per step instead of 1,000 (compared with 20 quantiles of the data,
+# `target[25::50]`): how does the wobble of the curves change?
 #
 # **Next:** [03 · The reverse process and the loss](03_reverse_process_and_loss.ipynb): the posterior
 # q(x_{t−1} | x_t, x_0) in full, the ε-MSE loss, DiT's learned variance, and a sampler written by hand.

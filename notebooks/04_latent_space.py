@@ -19,8 +19,8 @@
 #    and why attention makes it worse than linear;
 # 2. use diffusers' `AutoencoderKL` through `ditlib.vae.LatentCodec`: encode to q(z|x), sample, scale, decode,
 #    and measure reconstruction quality in PSNR;
-# 3. say why latents are multiplied by a scale factor (0.18215 for Stable Diffusion's VAE) and compute it
-#    from data;
+# 3. say why latents are multiplied by a scale factor (0.18215 for Stable Diffusion's VAE), and build DiT's
+#    training data yourself: posterior samples times a factor measured on them, over all elements at once;
 # 4. see what a latent holds: an 8×8 image with 4 channels, and a space where blends look like clothes.
 #
 # **Paper.** DiT §3.1 *Latent diffusion models*: a two-stage model (Rombach et al. 2022). An encoder E
@@ -246,45 +246,61 @@ for name, std in [("unit variance (scaled)", 1.0), ("our VAE, unscaled", 1 / cod
 # was measured the same way after training (`ditlib.vae.estimate_scale_factor`, on 4,096 training images)
 # and is stored with its weights: `codec.scale_factor`. You will now measure it yourself.
 #
-# ## 6. Exercise: the scale factor
+# ## 6. Exercise: the latents DiT trains on
 #
-# Write `latent_scale_factor(latents)`: given unscaled latents (N, C, h, w), return the float s such that
-# s · latents has standard deviation 1, computed over **all** elements at once (one number, not one per
-# channel).
+# Write `scaled_latents(codec, images, generator)`: given a codec and images (N, 1, 32, 32) in [−1, 1], return
+# the pair `(z, s)` that a DiT training run starts from:
+#
+# - **the samples**: encode, `q = codec.encode(images)` (the posterior, `q.mean` and `q.std` each (N, C, h, w)),
+#   and draw one sample z = μ + σ·ε per image, with ε = `torch.randn(q.mean.shape, generator=generator)`, drawn
+#   once, after encoding (exactly what `q.sample(generator)` does: you may call it instead);
+# - **the scale**: s = 1 / (standard deviation of those unscaled samples), a Python float;
+# - return z·s, which has standard deviation 1, and s.
+#
+# Two choices make the lesson's point. The standard deviation is taken over **all** elements at once, images,
+# channels and positions: DiT multiplies every latent by one number, as the official code multiplies by
+# 0.18215, and `codec.decode` divides by that same number (one factor per channel would be another recipe,
+# with other factors to undo before decoding). And s is measured on **samples**, not on the means: DiT trains
+# on samples (a fresh ε each time an image is used), whose spread is that of μ plus σ. The check runs your
+# function on a small VAE with random weights and a large σ, so that a mean and a sample are far apart. It
+# refuses `estimate_scale_factor`, `codec.encode_sample` and the latent-cache builders of `ditlib.latents`, and
+# `codec.scale_factor` is the very number you are measuring: leave it alone.
 
-# %% nbgrader={"grade": false, "grade_id": "latent_scale_factor", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def latent_scale_factor(latents):
+# %% nbgrader={"grade": false, "grade_id": "scaled_latents", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def scaled_latents(codec, images, generator):
     ### BEGIN SOLUTION
-    return 1.0 / latents.double().std().item()
+    q = codec.encode(images)                                  # q(z|x): mean, std, each (N, C, h, w), unscaled
+    eps = torch.randn(q.mean.shape, generator=generator)      # ε ~ N(0, I), (N, C, h, w)
+    z = q.mean + q.std * eps                                  # posterior samples, (N, C, h, w), unscaled
+    s = 1.0 / z.double().std().item()                         # one number, over all N·C·h·w elements
+    return z * s, s                                           # (N, C, h, w) with std 1, and the float s
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "check_latent_scale_factor", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+# %% nbgrader={"grade": true, "grade_id": "check_scaled_latents", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 # NBVAL_CHECK_OUTPUT
-feedback = exercises.check_latent_scale_factor(latent_scale_factor)
+feedback = exercises.check_scaled_latents(scaled_latents)
 display(feedback)
 ### BEGIN HIDDEN TESTS
 exercises.require(feedback)
-gen_check = torch.Generator().manual_seed(4)             # also on latents of another scale and shape
-latents_check = torch.randn(16, 4, 8, 8, generator=gen_check) * 3.7 + 0.5
-factor_check = float(latent_scale_factor(latents_check.clone()))
-assert abs(factor_check * latents_check.double().std().item() - 1) < 1e-3, \
-    "s · latents does not have standard deviation 1 on a (16, 4, 8, 8) batch with std ≈ 3.7"
+z_check, s_check = scaled_latents(codec, images, torch.Generator().manual_seed(4))    # the shipped VAE, 10 test images
+expected_check = codec.encode(images).sample(torch.Generator().manual_seed(4)) * s_check
+assert abs(z_check.std().item() - 1) < 1e-3 and torch.allclose(z_check.double(), expected_check.double(), atol=1e-5), \
+    "on the shipped VAE, z should be codec.encode(images).sample(generator) · s, with standard deviation 1"
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# Now apply it to posterior samples of random training images (unscaled: `codec.encode(x).sample()`),
-# and compare with the factor stored with the weights:
+# Now build the latents of random training images, as a training run does, and compare your s with the
+# factor stored with the weights (measured the same way, on 4,096 images):
 
 # %%
 num_train = pick(2048, 256)                                  # quick mode: fewer images, a looser estimate
 g = torch.Generator().manual_seed(0)
-train_images = FashionMNIST("train").get_batch(torch.randperm(60_000, generator=g)[:num_train])[0]
-latents = torch.cat([codec.encode(batch).sample(g) for batch in train_images.split(256)])   # (N, 4, 8, 8), unscaled
-mine = latent_scale_factor(latents)
-assert abs(mine / codec.scale_factor - 1) < 0.03, (mine, codec.scale_factor)
-print(f"from {num_train} images: s = {mine:.4f};  stored with the weights: s = {codec.scale_factor:.4f}")
-print(f"scaled latents: mean {(latents * mine).mean():.2f}, std {(latents * mine).std():.2f}")
+train_images = FashionMNIST("train").get_batch(torch.randperm(60_000, generator=g)[:num_train])[0]   # (N, 1, 32, 32)
+z_train, s_measured = scaled_latents(codec, train_images, g)            # (N, 4, 8, 8) with std 1, and s
+assert abs(s_measured / codec.scale_factor - 1) < 0.03, (s_measured, codec.scale_factor)
+print(f"from {num_train} images: s = {s_measured:.4f};  stored with the weights: s = {codec.scale_factor:.4f}")
+print(f"scaled latents: mean {z_train.mean():.2f}, std {z_train.std():.2f}")
 
 # %% [markdown]
 # ## 7. Walking through latent space
@@ -352,12 +368,15 @@ except VAEWeightsNotFound as err:
 #   32×32×4 latent (f = 8) has 48× fewer values and 256 tokens: 118.6 Gflops.
 # - `AutoencoderKL` encodes x to a diagonal Gaussian q(z|x); DiT trains on s · (μ + σ·ε) and decodes its
 #   samples with D(z / s). Our small one maps 32×32×1 → 8×8×4 at about 27 dB PSNR.
-# - The scale factor s = 1 / std(latents) gives the diffusion unit-variance data, the scale its noise
-#   schedule assumes; 0.18215 for the SD VAE, 0.491 for ours (measured from data, stored with the weights).
+# - The scale factor s = 1 / std of posterior samples, one number over all elements, gives the diffusion
+#   unit-variance data, the scale its noise schedule assumes; DiT trains on s · (μ + σ·ε). s is 0.18215 for
+#   the SD VAE, 0.491 for ours (measured from data, stored with the weights).
 # - A latent is a small multi-channel image, and blends of latents decode to plausible images.
 #
-# **More to try.** Compute the scale factor per channel (`latents.std(dim=(0, 2, 3))`): how different are
-# the four channels? Measure the PSNR of `codec.reconstruct(x, sample=True)`: how much does σ cost?
+# **More to try.** Compute the scale factor per channel (`s_measured / z_train.std(dim=(0, 2, 3))`): how
+# different are the four channels? Measure s on the means `codec.encode(train_images).mean` instead of the
+# samples: how much does our VAE's small σ change it? Measure the PSNR of `codec.reconstruct(x, sample=True)`:
+# how much does σ cost?
 #
 # **Next:** [05 · Patchify](05_vit_patchify.ipynb): how DiT cuts this latent into a sequence of tokens, and
 # where each token learns its position.

@@ -12,13 +12,15 @@
 # A transformer reads sequences. DiT's first layer cuts its input (the 32×32×4 latent of lesson 04)
 # into p×p patches, embeds each one as a token, and adds a fixed code for where the patch came from.
 # Its last layer undoes the cut. This lesson builds both directions by hand, shows that the patch
-# embedding is just a linear layer, and follows the patch size p through to the compute of Table 4.
+# embedding is just a linear layer, follows the patch size p through to the compute of Table 4, and has
+# you write the self-attention that the tokens go through next.
 #
 # **Learning objectives.** After this lesson you can
 # 1. patchify and unpatchify with `einops` and with plain reshapes, in the token and feature order DiT uses;
 # 2. show that a p×p convolution with stride p is a linear layer applied to each flattened patch;
 # 3. predict the sequence length T = (I/p)² and how the Gflops of a DiT grow as p shrinks (Table 4);
-# 4. build the 2-D sine-cosine positional embedding from 1-D ones, and say why a transformer needs one.
+# 4. write multi-head self-attention from its query-key-value and output layers;
+# 5. build the 2-D sine-cosine positional embedding from 1-D ones, and say why a transformer needs one.
 #
 # **Paper.** DiT §3.2 *Patchify*: the input z of shape I×I×C becomes a sequence of T tokens of width d by
 # linearly embedding each p×p patch, followed by the fixed sine-cosine positional embeddings of ViT;
@@ -32,6 +34,8 @@
 # *Quick mode* (`DITLIB_QUICK=1`) changes nothing here: every cell already runs in a second or less.
 
 # %%
+import math
+
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -254,17 +258,70 @@ for line in fig.axes[0].lines:
     line.set_marker("o")
 
 # %% [markdown]
-# ## 7. Where is each token? Positional embeddings
+# ## 7. What the tokens meet first: multi-head self-attention, by hand
 #
-# Self-attention has no idea of order: permute the tokens and its output is permuted the same way,
-# nothing else changes. Check it on one of `ditlib`'s attention layers:
+# Every DiT block starts by letting its T tokens look at each other (§3.2: DiT's blocks are ViT's, with the
+# conditioning of lesson 06 added). For the (T, D) tokens X of one image and h heads of width d = D/h,
+# one linear layer gives each token a query, a key and a value per head, and each head mixes the values
+# with weights that compare queries to keys:
+#
+# $$[Q, K, V] = X W_{qkv} + b_{qkv}, \qquad \mathrm{head}_j = \mathrm{softmax}\Big(rac{Q_j K_j^\top}{\sqrt{d}}\Big) V_j,
+# \qquad \mathrm{Attention}(X) = [\mathrm{head}_1, \dots, \mathrm{head}_h]\, W_o + b_o.$$
+#
+# The softmax runs over the keys, so each token's weights sum to 1; dividing by √d keeps the scores of
+# unit-variance q and k at unit variance whatever the head width. The (T, T) score matrix is where the
+# T² of section 5's compute comes from. `ditlib`'s `Attention` holds W_qkv as one layer `qkv`
+# (D → 3D; its output features are laid out as (3, heads, d): all queries, then all keys, then all values,
+# each cut into heads) and W_o as `proj`, and computes the rest with torch's fused
+# `scaled_dot_product_attention`.
+#
+# ### Exercise: multi-head self-attention
+#
+# Write `multi_head_attention(attention, x)` for an `Attention` layer and tokens x of shape (B, T, D), using
+# `attention.qkv`, `attention.num_heads` and `attention.proj` and plain tensor operations (`@`,
+# `torch.softmax`, reshapes). Hint: reshape qkv(x) to (B, T, 3, h, d) and permute it to (3, B, h, T, d); after
+# the weighted sum, move the heads back next to their token, (B, T, h, d) → (B, T, D), before `proj`. The
+# check refuses `scaled_dot_product_attention`, `Attention.forward` and `torch.nn.MultiheadAttention`.
+
+# %% nbgrader={"grade": false, "grade_id": "multi_head_attention", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def multi_head_attention(attention, x):
+    ### BEGIN SOLUTION
+    B, T, D = x.shape
+    h = attention.num_heads
+    q, k, v = attention.qkv(x).reshape(B, T, 3, h, D // h).permute(2, 0, 3, 1, 4)    # each (B, h, T, d)
+    weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(D // h), dim=-1)     # (B, h, T, T)
+    heads = weights @ v                                                              # (B, h, T, d)
+    return attention.proj(heads.transpose(1, 2).reshape(B, T, D))                   # (B, T, D)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "check_multi_head_attention", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+# NBVAL_CHECK_OUTPUT
+feedback = exercises.check_multi_head_attention(multi_head_attention)
+display(feedback)
+### BEGIN HIDDEN TESTS
+exercises.require(feedback)
+attention_check = Attention(dim=192, num_heads=3).double()           # the shape of the shipped pixel DiT-T/4
+tokens_check = torch.randn(2, 64, 192, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+with torch.no_grad():
+    assert torch.allclose(multi_head_attention(attention_check, tokens_check), attention_check(tokens_check),
+                          atol=1e-8), "multi_head_attention disagrees with ditlib's Attention on 64 tokens of width 192"
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ## 8. Where is each token? Positional embeddings
+#
+# Look at your function again: nothing in it knows which token is which. Permute the tokens and its
+# output is permuted the same way, nothing else changes:
 
 # %%
 attention = Attention(dim=64, num_heads=4)
 sequence = torch.randn(1, 16, 64)                                                  # 16 tokens
 order = torch.randperm(16)
 with torch.no_grad():
-    assert torch.allclose(attention(sequence[:, order]), attention(sequence)[:, order], atol=1e-6)
+    shuffled_first = multi_head_attention(attention, sequence[:, order])
+    assert torch.allclose(shuffled_first, multi_head_attention(attention, sequence)[:, order], atol=1e-6)
+    assert torch.allclose(shuffled_first, attention(sequence[:, order]), atol=1e-6)      # and ditlib's agrees
 print("attention(shuffled tokens) == shuffled attention(tokens): patches are a bag without positions")
 
 # %% [markdown]
@@ -366,7 +423,8 @@ print(f"after {pretrained.meta['step']:,} training steps it still equals get_2d_
 # - The patch embedding (a p×p, stride-p convolution) is one linear layer applied to every token.
 # - Compute follows tokens: about depth·(12TD² + 2T²D). Halving p multiplies T by 4 and Gflops by a bit
 #   more than 4, with almost no new parameters (Table 4: DiT-XL/8 7.4, XL/4 29.1, XL/2 118.6 Gflops).
-# - Attention ignores order, so DiT adds a fixed 2-D sine-cosine table: half the width codes the column,
+# - Multi-head attention: q, k, v per head from one `qkv` layer, softmax(q·kᵀ/√d) over the keys, heads
+#   merged back per token, then `proj`. It ignores order, so DiT adds a fixed 2-D sine-cosine table: half the width codes the column,
 #   half the row, and dot products depend only on offsets.
 #
 # **More to try.** Shuffle the tokens of an image, unpatchify, and look at it: that is what the model would
@@ -374,5 +432,5 @@ print(f"after {pretrained.meta['step']:,} training steps it still equals get_2d_
 # DiT-XL/8 to DiT-XL/2? (`ditlib.flops.flop_breakdown(name)["attention_matmuls"]`.)
 #
 # **Next:** [06 · Conditioning](06_conditioning_variants.ipynb): how the timestep t and the class y enter
-# the blocks: in-context, by cross-attention, through adaLN, and with adaLN-Zero. Its exercises: `modulate`,
-# the adaLN-Zero block, and the whole DiT forward pass.
+# the blocks: in-context, by cross-attention, through adaLN, and with adaLN-Zero. Its exercises: the timestep
+# embedder, `modulate`, the adaLN-Zero block, and the whole DiT forward pass.

@@ -15,7 +15,7 @@
 # in pictures, in Gflops and in FID.
 #
 # **Learning objectives.** After this lesson you can
-# 1. compute the sinusoidal timestep features by hand and say what the MLP after them is for;
+# 1. write the timestep embedder (sinusoidal features, then the MLP) and say what the MLP is for;
 # 2. explain the label table's extra "null" row and the label dropout that classifier-free guidance needs;
 # 3. describe the four block designs (in-context, cross-attention, adaLN, adaLN-Zero) and what each costs;
 # 4. show that an adaLN-Zero block is the identity at initialisation, and why that helps;
@@ -66,21 +66,43 @@ model_kwargs = dict(input_size=8, in_channels=4, num_classes=10)
 # then a two-layer MLP (Linear 256→D, SiLU, Linear D→D) maps them to the model width D (§3.2). Both parts
 # come from the diffusion U-Nets before DiT: DDPM and ADM embed t with these sinusoids followed by the same kind
 # of two-layer MLP; DiT keeps them unchanged.
-# Build the features by hand and compare with `ditlib`:
+#
+# ### Exercise: the timestep embedder
+#
+# Write `embed_timestep(t, mlp)`: `t` is an (N,) tensor of integer timesteps, `mlp` the two-layer MLP
+# (`mlp[0]` is its first Linear, so `mlp[0].in_features` is the number of features, 256 in DiT). Build the
+# (N, 256) features above with your own `torch.exp`/`torch.cos`/`torch.sin` (cosines first, then sines, with
+# half = 128 frequencies), cast them to the MLP's dtype, and return `mlp(features)`, one D-vector per t.
+# `ditlib`'s `timestep_embedding` does the first half; the check refuses it, so the features are yours.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "embed_timestep", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def embed_timestep(t, mlp):
+    ### BEGIN SOLUTION
+    half = mlp[0].in_features // 2
+    freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float64) / half)   # ω_k, (half,)
+    angles = t[:, None].double() * freqs[None, :]                                         # (N, half)
+    features = torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)                   # (N, 2·half)
+    return mlp(features.to(mlp[0].weight.dtype))                                          # (N, D)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "check_embed_timestep", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 # NBVAL_CHECK_OUTPUT
-t = torch.tensor([0, 1, 250, 999])
-half = 128
-freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32) / half)    # ω_k, (128,)
-args = t[:, None].float() * freqs[None]                                                # (4, 128)
-emb_by_hand = torch.cat([torch.cos(args), torch.sin(args)], dim=1)                     # (4, 256)
-assert torch.allclose(emb_by_hand, timestep_embedding(t, 256))
-print("features:", tuple(emb_by_hand.shape), f"  highest frequency ω_0 = {freqs[0]:.0f}, lowest ω_127 = {freqs[-1]:.2e}")
+feedback = exercises.check_embed_timestep(embed_timestep)
+display(feedback)
+### BEGIN HIDDEN TESTS
+exercises.require(feedback)
+trained_check, _ = load_model(DATA_DIR / "checkpoints" / "fmnist-latent-DiT-T-2")
+t_check = torch.randint(0, 1000, (32,), generator=torch.Generator().manual_seed(5))
+with torch.no_grad():
+    assert torch.allclose(embed_timestep(t_check, trained_check.t_embedder.mlp), trained_check.t_embedder(t_check),
+                          atol=1e-4), "embed_timestep disagrees with the shipped fmnist-latent-DiT-T-2's t_embedder"
+### END HIDDEN TESTS
 
 # %% [markdown]
-# Each row of the picture is one t. The fast sinusoids (left of each half) tell neighbouring timesteps apart;
-# the slow ones (right) tell early from late. Every t gets a unique, smooth code.
+# Each row of the picture is one t of the features alone (before the MLP). The fast sinusoids (left of each
+# half) tell neighbouring timesteps apart; the slow ones (right) tell early from late. Every t gets a unique,
+# smooth code.
 
 # %%
 all_t = torch.arange(1000)
@@ -90,13 +112,18 @@ ax.set(xlabel="feature (cos half | sin half)", ylabel="timestep t", title="times
 
 # %% [markdown]
 # The MLP is learned: it turns these fixed features into whatever D-dimensional code the blocks find most
-# useful. In the model it sits in `t_embedder`:
+# useful. In the model it sits in `t_embedder`, and your function with the model's MLP computes exactly what
+# the model computes:
 
 # %%
 # NBVAL_CHECK_OUTPUT
 model = build_model("DiT-T/2", **model_kwargs)
 print(model.t_embedder.mlp)
-print("t_emb:", tuple(model.t_embedder(t).shape))
+t = torch.tensor([0, 1, 250, 999])
+with torch.no_grad():
+    t_emb = embed_timestep(t, model.t_embedder.mlp)                                    # (4, 192)
+    assert torch.allclose(t_emb, model.t_embedder(t), atol=1e-5)
+print("t_emb:", tuple(t_emb.shape), "== model.t_embedder(t)")
 
 # %% [markdown]
 # ## 2. The class label: a table with a "null" row

@@ -22,7 +22,8 @@
 # 3. launch the training entry point on 8 GPUs, several nodes or a TPU pod with `accelerate`, and know what
 #    each flag does;
 # 4. load an official `DiT-XL-2-256x256.pt` safely and see which config it implies;
-# 5. estimate what a full run costs from published figures, and run the same code path in miniature.
+# 5. estimate what a full run costs from published figures, and run the same code path in miniature;
+# 6. measure the activation memory of one training image and work out whether the paper's batch fits a GPU.
 #
 # **Paper.** DiT §3.1 *Latent diffusion* (the SD VAE, 256×256×3 → 32×32×4), §4 *Experimental setup*
 # (training recipe, "Compute": JAX on TPU v3-256 pods), Table 4 (Gflops), Table 2 (the final FID).
@@ -31,6 +32,7 @@
 # *Quick mode* (`DITLIB_QUICK=1`) does not start the two-process run; everything else is the same.
 
 # %%
+import math
 import os
 import sys
 import tempfile
@@ -41,6 +43,7 @@ import torch
 from ditlib.checkpoints import CheckpointError, load_checkpoint
 from ditlib.configs import TRAIN_CONFIGS, get_config
 from ditlib.course import exercises
+from ditlib.diffusion import create_diffusion
 from ditlib.flops import PAPER_GFLOPS, gflops, num_params
 from ditlib.models import DiT, DiT_models
 from ditlib.runtime import pick
@@ -301,35 +304,136 @@ print(f"  400,000 steps of batch 256 on one A100 at {a100_steps_per_s} steps/s o
 #
 # ## 7. Exercise: will it fit?
 #
-# Before activations, every GPU holds, for each parameter, the fp32 weight, its gradient, AdamW's two moments
-# and the EMA copy: 5 × 4 bytes. DDP keeps all of it on every GPU; FSDP divides it by the number of GPUs.
-# Write `static_memory_gb(num_params, num_gpus, fsdp)` returning gigabytes (10⁹ bytes) per GPU.
+# The paper trains DiT-XL/2 with a global batch of 256 (§4). What must a GPU hold for that? Two kinds of memory:
+#
+# - **Static memory**, whatever the batch: for every parameter the fp32 weight, its gradient, AdamW's two moments
+#   and the EMA copy, 5 × 4 = 20 bytes; 13.5 GB for XL/2's 675 M parameters. DDP keeps all of it on every GPU;
+#   FSDP shards it, so each of N GPUs holds 1/N of it.
+# - **Activations**: the intermediate tensors of the forward pass that autograd keeps for the backward pass (the
+#   inputs of the linear layers and LayerNorms, q, k and v, the MLP's hidden layer, …). They grow with the number
+#   of images a GPU processes, its *per-GPU* batch, and FSDP does not shard them: each GPU keeps the activations
+#   of its own images.
+#
+# **Gradient checkpointing** (`model.gradient_checkpointing = True`, the config field `grad_checkpointing`)
+# trades compute for activation memory: each block keeps only its input, and its activations are recomputed
+# during the backward pass, one block at a time, at the cost of about one more forward pass.
+#
+# How many bytes of activations does one training image cost? Measure it: inside
+# `torch.autograd.graph.saved_tensors_hooks(pack, unpack)`, autograd calls `pack` on every tensor it saves for
+# backward. Count each storage once (views of one tensor share it), leave out the weights (the static memory
+# has them) and add up the bytes of one forward pass of the training loss of DiT-XL/2 at 256×256 (a 32×32×4
+# latent, 256 tokens), on the CPU.
 
-# %% nbgrader={"grade": false, "grade_id": "static_memory_gb", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def static_memory_gb(num_params, num_gpus, fsdp):
+# %%
+def activation_bytes(model, diffusion, batch):
+    """Bytes of the tensors autograd saves for backward in one forward pass of the training loss, weights excluded."""
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved = {}                                                # storage address -> bytes: each storage counted once
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in weights:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor                                         # autograd keeps the tensor itself, as without the hook
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, model.in_channels, model.input_size, model.input_size, generator=g)    # latents
+    t, y = torch.randint(0, 1000, (2, batch), generator=g)    # timesteps and class labels
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        losses = diffusion.training_losses(model, x, t, model_kwargs={"y": y}, noise=torch.randn(x.shape, generator=g))
+    assert losses["loss"].requires_grad                       # the graph (and all it saved) is alive while we count
+    return sum(saved.values())
+
+
+# %% [markdown]
+# The model is the real one, 675 M parameters, 2.7 GB of memory in fp32; the cell takes 10–30 s on a laptop CPU,
+# in quick mode too (the rest of the section needs its number, and a smaller model would give a different one).
+
+# %%
+xl2_model = DiT(xl2.dit_config()).train()                     # DiT-XL/2 at 256×256, as imagenet256-DiT-XL/2 trains it
+diffusion = create_diffusion("", learn_sigma=xl2.learn_sigma)
+per_image, two_images = (activation_bytes(xl2_model, diffusion, batch) for batch in (1, 2))
+assert abs(two_images / (2 * per_image) - 1) < 0.02, "activations grow in proportion to the batch"
+xl2_model.gradient_checkpointing = True                       # each block keeps only its input
+checkpointed = activation_bytes(xl2_model, diffusion, 1)
+tokens, width, depth = xl2_model.num_patches, xl2_model.hidden_size, xl2_model.depth
+del xl2_model                                                 # give the 2.7 GB back
+print(f"DiT-XL/2, 256×256, fp32: {per_image / 1e6:.0f} MB of saved activations per image, "
+      f"{two_images / 1e6:.0f} MB for two")
+print(f"  = {per_image / (depth * tokens * width * 4):.1f} fp32 vectors of width {width} per token in each of "
+      f"{depth} blocks")
+print(f"with gradient checkpointing: {checkpointed / 1e6:.0f} MB per image ({per_image / checkpointed:.0f}× less; "
+      f"the {depth} block inputs alone are {depth * tokens * width * 4 / 1e6:.0f} MB)")
+
+# %% [markdown]
+# About 670 MB per image: some 20 vectors of width 1152 per token in each block (the inputs of the LayerNorms and
+# the linear layers, q, k and v, the attention output, the 4608-wide MLP hidden layer before and after the GELU).
+# PyTorch's fused attention, like FlashAttention on a GPU, keeps no 256 × 256 attention matrix. Two images cost
+# exactly twice one: activations are per image. This figure is for fp32 activations; mixed precision (bf16)
+# stores most of them in 2 bytes and roughly halves it. Checkpointing cuts it to about 37 MB, little more than the
+# 28 block inputs; during the backward pass one block at a time is recomputed, which adds that block's
+# activations (670 / 28 ≈ 24 MB per image) at the peak. A GPU holds more than what autograd saves (the gradients
+# flowing backward, temporary buffers, the CUDA context, the allocator's cache), so the count is a lower bound.
+#
+# Write `max_batch_per_gpu(num_params, activation_bytes_per_image, gpu_gb, num_gpus, fsdp)`: the largest
+# per-GPU batch b, an int ≥ 0, with static + b · activation_bytes_per_image ≤ gpu_gb · 10⁹ bytes, where static
+# is 20 · num_params bytes under DDP and 20 · num_params / num_gpus under FSDP; 0 when even the static memory
+# does not fit.
+
+# %% nbgrader={"grade": false, "grade_id": "max_batch_per_gpu", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def max_batch_per_gpu(num_params, activation_bytes_per_image, gpu_gb, num_gpus, fsdp):
     ### BEGIN SOLUTION
-    total = num_params * 5 * 4 / 1e9                          # weights, grads, 2 AdamW moments, EMA; fp32
-    return total / num_gpus if fsdp else total
+    static = num_params * 5 * 4 / (num_gpus if fsdp else 1)   # weights, grads, 2 AdamW moments, EMA; fp32
+    free = gpu_gb * 1e9 - static                               # bytes left for the activations
+    return max(0, math.floor(free / activation_bytes_per_image))   # activations are per GPU, never sharded
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "check_static_memory_gb", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+# %% nbgrader={"grade": true, "grade_id": "check_max_batch_per_gpu", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 # NBVAL_CHECK_OUTPUT
-feedback = exercises.check_static_memory_gb(static_memory_gb)
+feedback = exercises.check_max_batch_per_gpu(max_batch_per_gpu)
 display(feedback)
 ### BEGIN HIDDEN TESTS
 exercises.require(feedback)
+assert (max_batch_per_gpu(1_200_000_000, 300_000_000, 24, 4, fsdp=True),
+        max_batch_per_gpu(1_200_000_000, 300_000_000, 24, 4, fsdp=False)) == (60, 0), \
+    "6 GB static under FSDP leaves 18 GB = 60 images of 0.3 GB; under DDP the 24 GB static fill the GPU"
 ### END HIDDEN TESTS
-xl2_params = num_params("DiT-XL/2")
-ddp, sharded = static_memory_gb(xl2_params, 8, fsdp=False), static_memory_gb(xl2_params, 8, fsdp=True)
-assert abs(ddp - xl2_params * 20 / 1e9) < 1e-6, "DDP: 5 fp32 copies (4 bytes each) of every parameter on each GPU"
-assert abs(sharded - ddp / 8) < 1e-6, "FSDP with 8 GPUs holds one eighth of the DDP figure"
-print(f"✓ DiT-XL/2 ({xl2_params / 1e6:.0f}M params): {ddp:.1f} GB per GPU under DDP, {sharded:.2f} GB under FSDP on 8 GPUs")
 
 # %% [markdown]
-# 13.5 GB before activations fits an 80 GB A100 with room for the activations of a per-GPU batch of 32 (the
-# official script's 8 GPUs × 32); the activations of a whole batch of 256 on one GPU are what need gradient
-# checkpointing or several GPUs.
+# Now the question of this section, with the activations just measured, on 80 GB A100s: does the paper's
+# global batch of 256 fit, as 8 GPUs × 32 images or as 256 images on one GPU?
+
+# %%
+a100_gb, global_batch = 80, 256
+xl2_params = num_params("DiT-XL/2")
+print(f"DiT-XL/2 ({xl2_params / 1e6:.0f}M params), {per_image / 1e6:.0f} MB of fp32 activations per image "
+      f"({checkpointed / 1e6:.0f} MB checkpointed), {a100_gb} GB GPUs")
+print(f"{'GPUs':>4s} {'':4s} {'static/GPU':>10s} {'max batch/GPU':>13s} {'checkpointed':>12s} "
+      f"{'256 needs':>9s}  fits?")
+for num_gpus in (1, 8):
+    for fsdp in (False, True):
+        static_gb = 20 * xl2_params / (num_gpus if fsdp else 1) / 1e9
+        most = max_batch_per_gpu(xl2_params, per_image, a100_gb, num_gpus, fsdp)
+        most_checkpointed = max_batch_per_gpu(xl2_params, checkpointed, a100_gb, num_gpus, fsdp)
+        needed = global_batch // num_gpus
+        print(f"{num_gpus:4d} {'FSDP' if fsdp else 'DDP':4s} {static_gb:7.1f} GB {most:13d} {most_checkpointed:12d} "
+              f"{needed:9d}  {'yes' if most >= needed else 'no'}"
+              f"{' (yes checkpointed)' if most < needed <= most_checkpointed else ''}")
+
+# %% [markdown]
+# What the table shows: the official setup, 8 GPUs × 32 images under plain DDP, fits with room to spare (about
+# 100 images per GPU would). On one GPU the 256 images would need 13.5 + 256 × 0.67 ≈ 184 GB: no, not without
+# checkpointing. FSDP buys little here: it shrinks the 13.5 GB static part to 1.7 GB on 8 GPUs (about 18 more
+# images per GPU) and nothing on one GPU, because for XL/2 at batch 32 or more the activations, which FSDP does
+# not shard, are most of the memory. FSDP pays off for models whose static memory fills the GPU, such as a
+# 3-billion-parameter model (60 GB before the first image).
+#
+# Compare with the published fast-DiT figure of section 6: batch 128 on one A100 at 44.0 GB. That figure is
+# *with* gradient checkpointing, measured on a GPU (its peak, with the VAE encoding every batch), so it is not
+# directly comparable with our count: it is well above our lower bound (13.5 + 128 × 0.037 ≈ 18 GB), which leaves
+# out everything autograd does not save. What our count does say is why fast-DiT needs checkpointing there:
+# without it, batch 128 would need at least 13.5 + 128 × 0.67 ≈ 99 GB, more than the GPU has.
 #
 # ## Summary
 #
@@ -341,6 +445,10 @@ print(f"✓ DiT-XL/2 ({xl2_params / 1e6:.0f}M params): {ddp:.1f} GB per GPU unde
 #   global batch, and the result, do not depend on the number of processes.
 # - Official `.pt` checkpoints load safely (`weights_only`), with the config read from tensor shapes.
 # - Published figures put DiT-XL/2's 7M steps at about two weeks of a TPU v3-256 pod.
+# - Training memory per GPU = static (20 bytes per parameter, 13.5 GB for XL/2; FSDP shards it) + activations
+#   (measured with `saved_tensors_hooks`: about 670 MB per 256×256 image in fp32, per GPU, never sharded). The
+#   paper's 8 × 32 fits 80 GB A100s under plain DDP; 256 on one GPU does not fit without gradient
+#   checkpointing (37 MB per image), which trades a second forward pass of each block for memory.
 #
 # **What to read next.** The paper itself (Peebles & Xie, arXiv 2212.09748), now that every section has a
 # lesson; the official repository's `train.py` and `sample_ddp.py`, and fast-DiT, for the engineering; and

@@ -153,6 +153,13 @@ def test_instructors_guide_lists_the_points_of_every_exercise(sources):
             f"INSTRUCTORS.md has no row | {assignment} | `{grade_id}` | {points:g} |"
 
 
+def test_instructors_guide_states_the_point_totals_the_notebooks_give(sources):
+    rows = [(int(a[:2]), points) for a, _, points in grading.points_table(sources) if a != "capstone"]
+    first, second = (sum(p for n, p in rows if n <= 5), sum(p for n, p in rows if n > 5))
+    line = f"Lessons: {first + second:g} points (00 has no exercise; 01–05: {first:g}, 06–11: {second:g})"
+    assert line in (REPO / "INSTRUCTORS.md").read_text(), f"INSTRUCTORS.md should say: {line}"
+
+
 # ----------------------------------------------------------------------------- autograding
 @pytest.fixture(scope="module")
 def graded(sources, release, tmp_path_factory) -> list[dict]:
@@ -191,9 +198,9 @@ def test_autograding_the_instructor_notebooks_gives_full_marks(graded, sources):
 
 def test_autograding_the_untouched_release_gives_zero_with_friendly_feedback(graded):
     rows = {r["exercise"]: r for r in graded if r["student"] == "untouched"}
-    assert set(rows) == {"check_patchify", "check_sincos_1d", "fid"}    # every exercise graded: no crash
+    assert set(rows) == {"check_patchify", "check_multi_head_attention", "check_sincos_1d", "fid"}   # all graded: no crash
     assert all(float(r["score"]) == 0 for r in rows.values())
-    for exercise in ("check_patchify", "check_sincos_1d"):
+    for exercise in ("check_patchify", "check_multi_head_attention", "check_sincos_1d"):
         assert rows[exercise]["feedback"].startswith("This function is not implemented yet")   # the check's sentence
     assert rows["fid"]["feedback"].startswith("CheckpointError: no checkpoint at capstone")   # error type: message
 

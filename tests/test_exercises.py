@@ -15,8 +15,11 @@ from einops import rearrange
 from ditlib.course import exercises as ex
 
 import test_exercises_attention as attention_solutions
+import test_exercises_latent as latent_solutions
 import test_exercises_loss as loss_solutions
+import test_exercises_memory as memory_solutions
 import test_exercises_model as model_solutions
+import test_exercises_reparam as reparam_solutions
 import test_exercises_sampling as sampling_solutions
 from ditlib.course.feedback import Problem, call_refusing
 from ditlib.diffusion import (GaussianDiffusion, create_diffusion, discretized_gaussian_log_likelihood, mean_flat,
@@ -36,10 +39,6 @@ def q_sample(x_start, t, noise, alphas_cumprod):
     return a.sqrt() * x_start + (1 - a).sqrt() * noise
 
 
-def reparameterized_sample(mu, log_sigma, eps):
-    return mu + torch.exp(log_sigma) * eps
-
-
 def posterior_mean_variance(x_start, x_t, t, betas):
     alphas = 1 - betas
     ab = torch.cumprod(alphas, 0)
@@ -48,10 +47,6 @@ def posterior_mean_variance(x_start, x_t, t, betas):
     c2 = (1 - ab_prev) * alphas.sqrt() / (1 - ab)
     var = betas * (1 - ab_prev) / (1 - ab)
     return _coef(c1, t, x_start) * x_start + _coef(c2, t, x_start) * x_t, _coef(var, t, x_start)
-
-
-def latent_scale_factor(latents):
-    return 1.0 / latents.std()
 
 
 def patchify(x, patch_size):
@@ -78,8 +73,8 @@ def adaln_zero_block_forward(block, x, c):
     return x + gate2.unsqueeze(1) * block.mlp(modulate(block.norm2(x), shift2, scale2))
 
 
-SOLUTIONS = {"q_sample": q_sample, "reparameterized_sample": reparameterized_sample,
-             "posterior_mean_variance": posterior_mean_variance, "latent_scale_factor": latent_scale_factor,
+SOLUTIONS = {"q_sample": q_sample, "sample_loss": reparam_solutions.sample_loss,
+             "posterior_mean_variance": posterior_mean_variance, "scaled_latents": latent_solutions.scaled_latents,
              "patchify": patchify, "sincos_1d": sincos_1d, "modulate": modulate,
              "adaln_zero_block": adaln_zero_block_forward}
 # The checks of the algorithms (lessons 03, 06–10) have their own files; their reference solutions join the
@@ -198,11 +193,6 @@ def test_patchify_solution_is_inverted_by_ditlib_unpatchify():
     assert torch.equal(model.unpatchify(patchify(x, 2)), x)
 
 
-def test_latent_scale_factor_accepts_biased_std_float_and_0d_tensor():
-    assert ex.check_latent_scale_factor(lambda z: float(1 / z.std(unbiased=False)))
-    assert ex.check_latent_scale_factor(lambda z: (1 / z.std()).reshape(()))
-
-
 def sincos_numpy_only(embed_dim, positions):     # works for NumPy positions only (.astype)
     omega = 1.0 / 10000 ** (np.arange(embed_dim // 2) * 2 / embed_dim)
     arg = positions.astype(np.float64)[:, None] * omega[None]
@@ -279,31 +269,6 @@ def test_q_sample_check_spots_off_by_one_fresh_noise_numpy_and_dtype():
     _fails_with(ex.check_q_sample, float64_out, "dtype")
 
 
-def test_reparameterized_sample_check_spots_variance_log_sigma_and_sign():
-    _fails_with(ex.check_reparameterized_sample, lambda m, s, e: m + torch.exp(2 * s) * e, "variance")
-    _fails_with(ex.check_reparameterized_sample, lambda m, s, e: m + s * e, "exponentiate")
-    _fails_with(ex.check_reparameterized_sample, lambda m, s, e: m + torch.exp(s / 2) * e, "log-variance")
-    _fails_with(ex.check_reparameterized_sample, lambda m, s, e: m - torch.exp(s) * e, "sign")
-
-
-def test_reparameterized_sample_check_spots_blocked_gradients():
-    _fails_with(ex.check_reparameterized_sample, lambda m, s, e: (m + s.exp() * e).detach(), "gradient")
-
-    def no_grad(m, s, e):
-        with torch.no_grad():
-            return m + s.exp() * e
-    _fails_with(ex.check_reparameterized_sample, no_grad, "no gradient can flow")
-    _fails_with(ex.check_reparameterized_sample, lambda m, s, e: m + s.detach().exp() * e, "log_sigma")
-    _fails_with(ex.check_reparameterized_sample,
-                lambda m, s, e: torch.from_numpy(m.detach().numpy() + np.exp(s.detach().numpy()) * e.numpy()),
-                "no gradient can flow")
-
-
-def test_reparameterized_sample_check_spots_ignored_eps():
-    _fails_with(ex.check_reparameterized_sample, lambda m, s, e: torch.normal(m, s.exp()), "`eps` argument")
-    _fails_with(ex.check_reparameterized_sample, lambda m, s, e: m + s.exp() * torch.randn_like(m), "`eps` argument")
-
-
 def _posterior_variant(swap=False, prev="shift", sqrt_prev=True, sqrt_alpha=True, var_kind="tilde", flat=False):
     def fn(x_start, x_t, t, betas):
         alphas = 1 - betas
@@ -342,14 +307,6 @@ def test_posterior_check_rejects_flat_variance_single_tensor_and_std():
     _fails_with(ex.check_posterior_mean_variance, lambda *a: posterior_mean_variance(*a)[0], "single", "mean, variance")
     _fails_with(ex.check_posterior_mean_variance, lambda *a: (posterior_mean_variance(*a)[0], posterior_mean_variance(*a)[1].sqrt()),
                 "standard deviation")
-
-
-def test_latent_scale_factor_check_spots_std_variance_and_per_channel():
-    _fails_with(ex.check_latent_scale_factor, lambda z: z.std(), "reciprocal")
-    _fails_with(ex.check_latent_scale_factor, lambda z: 1 / z.var(), "1 / variance")
-    _fails_with(ex.check_latent_scale_factor, lambda z: 1 / z.std(dim=(0, 2, 3)), "one number")
-    _fails_with(ex.check_latent_scale_factor, lambda z: 1 / z.pow(2).mean().sqrt(), "subtract the mean")
-    _fails_with(ex.check_latent_scale_factor, lambda z: "0.18", "str")
 
 
 def test_patchify_check_spots_channel_first_features_and_column_major_tokens():
@@ -493,14 +450,19 @@ def _lesson_solution(lesson: str, name: str, *helpers: str):
 
 
 @pytest.mark.parametrize("lesson, name, check, helpers", [
+    ("02_reparameterization", "sample_loss", "check_sample_loss", ()),
     ("03_reverse_process_and_loss", "posterior_mean_variance", "check_posterior_mean_variance", ()),
     ("03_reverse_process_and_loss", "hybrid_loss", "check_hybrid_loss", ("posterior_mean_variance",)),
     ("03_reverse_process_and_loss", "sample_loop", "check_ddpm_sampling_loop", ("posterior_mean_variance",)),
+    ("04_latent_space", "scaled_latents", "check_scaled_latents", ()),
     ("05_vit_patchify", "patchify", "check_patchify", ()),
+    ("05_vit_patchify", "multi_head_attention", "check_multi_head_attention", ()),
     ("05_vit_patchify", "sincos_1d", "check_sincos_1d", ()),
+    ("06_conditioning_variants", "embed_timestep", "check_embed_timestep", ()),
     ("06_conditioning_variants", "adaln_zero_block_forward", "check_adaln_zero_block", ("modulate",)),
     ("06_conditioning_variants", "dit_forward", "check_dit_forward", ()),
     ("09_classifier_free_guidance", "forward_with_cfg", "check_forward_with_cfg", ()),
+    ("11_full_scale", "max_batch_per_gpu", "check_max_batch_per_gpu", ()),
 ])
 def test_the_lessons_own_solutions_pass_the_checks_that_refuse_shortcuts(lesson, name, check, helpers):
     # they use the library's parts (block.attn, block(x, c) in dit_forward, model(...)), not the routine itself
@@ -584,29 +546,7 @@ def test_extrapolate_fid_check_names_the_mistake(wrong, phrase):
     assert not feedback and phrase in feedback.message
 
 
-# ----------------------------------------------------------------------------- lesson 11: static_memory_gb
-def _static_memory_gb(num_params, num_gpus, fsdp):
-    total = num_params * 5 * 4 / 1e9
-    return total / num_gpus if fsdp else total
-
-
-def test_static_memory_check_passes_the_reference():
-    assert ex.check_static_memory_gb(_static_memory_gb)
-
-
-@pytest.mark.parametrize("wrong, phrase", [
-    (lambda n, g, fsdp: n * 20 / 1e9 / g, "DDP does not shard"),
-    (lambda n, g, fsdp: n * 20 / 1e9, "sharded"),
-    (lambda n, g, fsdp: _static_memory_gb(n, g, fsdp) * 1e9 / 2 ** 30, "gibibytes"),
-    (lambda n, g, fsdp: n * 4 * 4 / 1e9 / (g if fsdp else 1), "4 fp32 copies"),
-    (lambda n, g, fsdp: n * 5 / 1e9 / (g if fsdp else 1), "4 bytes"),
-])
-def test_static_memory_check_names_the_mistake(wrong, phrase):
-    feedback = ex.check_static_memory_gb(wrong)
-    assert not feedback and phrase in feedback.message
-
-
-@pytest.mark.parametrize("check", [ex.check_extrapolate_fid, ex.check_static_memory_gb])
+@pytest.mark.parametrize("check", [ex.check_extrapolate_fid, ex.check_max_batch_per_gpu])
 def test_new_checks_report_not_implemented_without_a_traceback(check):
     def stub(*args):
         raise NotImplementedError()
@@ -614,4 +554,5 @@ def test_new_checks_report_not_implemented_without_a_traceback(check):
     assert not feedback and "not implemented yet" in feedback.message
 
 
-SOLUTIONS.update({"extrapolate_fid": _extrapolate_fid, "static_memory_gb": _static_memory_gb})
+# lesson 11: max_batch_per_gpu has its own file, test_exercises_memory.py
+SOLUTIONS.update({"extrapolate_fid": _extrapolate_fid, "max_batch_per_gpu": memory_solutions.max_batch_per_gpu})

@@ -1,7 +1,7 @@
-"""Checks of the diffusion lessons 01–04: q_sample, the reparameterization trick, the posterior
-q(x_{t−1} | x_t, x_0), the hybrid loss and the latent scale factor (lessons 07 and 08 check q_sample and the
-posterior again). The posterior's and the loss's checks refuse a function that gets them from ditlib's
-GaussianDiffusion (`call_refusing`)."""
+"""Checks of the diffusion lessons 01–03: q_sample, the loss that fits μ and σ through reparameterized samples
+(W₂² between sorted samples), the posterior q(x_{t−1} | x_t, x_0), and the hybrid loss
+(lessons 07 and 08 check q_sample and the posterior again). The posterior's and the loss's checks refuse a
+function that gets them from ditlib's GaussianDiffusion (`call_refusing`)."""
 from __future__ import annotations
 
 import math
@@ -10,10 +10,9 @@ import numpy as np
 import torch
 
 from .feedback import (Problem, as_tensor, call, call_refusing, exercise, expect_finite, expect_shape, expect_values,
-                       is_close, randn, short_message)
+                       is_close, randn)
 
-__all__ = ["check_q_sample", "check_reparameterized_sample", "check_posterior_mean_variance", "check_hybrid_loss",
-           "check_latent_scale_factor"]
+__all__ = ["check_q_sample", "check_sample_loss", "check_posterior_mean_variance", "check_hybrid_loss"]
 
 
 def _linear_betas(T: int = 1000) -> torch.Tensor:   # DDPM's linear schedule, float64
@@ -86,59 +85,73 @@ def check_q_sample(fn) -> str:
     return f"q_sample matches √ᾱ_t·x₀ + √(1−ᾱ_t)·ε on {len(cases)} test cases."
 
 #################################################################################
-#        Lesson 02: the reparameterization trick, x = μ + exp(log σ)·ε          #
+#   Lesson 02: fitting μ and σ through samples, W₂² between sorted samples      #
 #################################################################################
 
-_R_HINTS = {
-    "TypeError": "check the signature reparameterized_sample(mu, log_sigma, eps) and use torch operations",
-    "default": "compute μ + exp(log_sigma)·ε with tensor operations (no .item() or NumPy) so gradients can flow",
-}
+_S_HINTS = {"TypeError": "check the signature sample_loss(mu, log_sigma, eps, target) and use torch operations",
+            "default": "build x = mu + exp(log_sigma)·eps with torch operations, then return the mean of "
+                       "(x.sort().values − target)²"}
 
 
-@exercise("reparameterized_sample")
-def check_reparameterized_sample(fn) -> str:
-    cases = [((4, 3), torch.float32, "a 4×3 batch"), ((1,), torch.float32, "a single element"),
-             ((2, 3, 5), torch.float64, "float64 inputs of shape 2×3×5")]
+def _w2(mu, log_sigma, eps, target, sigma=torch.exp, sort=True, reduce=torch.mean, root=False):
+    """W₂² between the sorted samples μ + σ·ε and the target; the keyword arguments build known-wrong variants."""
+    x = mu + sigma(log_sigma) * eps
+    loss = reduce(((x.sort().values if sort else x) - target).square())
+    return loss.sqrt() if root else loss
+
+
+@exercise("sample_loss")
+def check_sample_loss(fn) -> str:
+    cases = [(8, 0.5, -0.3, torch.float32, "8 samples"), (1, -1.0, 0.4, torch.float32, "a single sample"),
+             (5, 2.0, -1.2, torch.float64, "5 float64 samples"), (64, -0.7, 0.9, torch.float32, "64 samples")]
     g = torch.Generator().manual_seed(2)
-    for shape, dtype, case in cases:
-        mu0, eps = randn(g, shape, dtype), randn(g, shape, dtype)
-        ls0 = (torch.rand(shape, generator=g, dtype=torch.float64) * 2.5 - 1.5).to(dtype)
-        mu, ls = mu0.clone().requires_grad_(True), ls0.clone().requires_grad_(True)
-        out = as_tensor(call(fn, (mu, ls, eps.clone()), _R_HINTS))
-        expect_shape(out, shape, hint=" (the shape of mu)")
-        expect_finite(out)
-        m, s, e = mu0.double(), ls0.double(), eps.double()
-        variants = [
-            (m + (2 * s).exp() * e, "It looks like you used the variance σ² = exp(2·log_sigma) instead of the "
-                                    "standard deviation σ = exp(log_sigma): x = μ + σ·ε."),
-            (m + s * e, "You used log_sigma itself as σ — exponentiate it first: σ = exp(log_sigma), x = μ + σ·ε."),
-            (m + (s / 2).exp() * e, "It looks like you treated log_sigma as a log-variance (σ = exp(log_sigma/2)) "
-                                    "— here it is log σ, so σ = exp(log_sigma)."),
-            (m - s.exp() * e, "Check the sign: x = μ + σ·ε adds the scaled noise to the mean."),
-            (s.exp() + m * e, "You swapped the roles of μ and σ: x = μ + σ·ε, with σ = exp(log_sigma)."),
-        ]
-        expect_values(out, m + s.exp() * e, variants, atol=1e-5, rtol=1e-4, case=case, formula="μ + exp(log_sigma)·ε",
-                      rerun=lambda: as_tensor(call(fn, (mu0.clone(), ls0.clone(), eps.clone()), _R_HINTS)),
-                      random_msg="Your output changes between two calls with the same inputs — use the `eps` argument "
-                           "instead of sampling new noise (torch.randn or torch.normal), so that x = μ + σ·ε is "
-                           "a differentiable function of μ and σ.")
-        if not out.requires_grad:
-            raise Problem("Your values are right, but no gradient can flow back to mu and log_sigma — remove "
-                          ".detach(), torch.no_grad(), .item() or NumPy round trips: the point of the trick is "
-                          "that x = μ + σ·ε is differentiable in μ and σ.")
-        try:
-            out.sum().backward()
-        except Exception as e:
-            raise Problem(f"Backpropagating through your output failed ({type(e).__name__}: {short_message(e)}) — "
-                          f"build the output from mu, log_sigma and eps with plain tensor operations.") from None
-        if mu.grad is None or not is_close(mu.grad, torch.ones_like(mu0), 1e-5, 1e-4):
-            raise Problem("Your values are right, but the gradient with respect to mu is missing or wrong "
-                          "(∂x/∂μ should be 1) — make sure mu enters the output directly, without .detach().")
-        if ls.grad is None or not is_close(ls.grad, s.exp() * e, 1e-5, 1e-4):
-            raise Problem("Your values are right, but the gradient with respect to log_sigma is missing or "
-                          "wrong (∂x/∂log σ should be σ·ε) — compute σ = exp(log_sigma) without .detach().")
-    return (f"reparameterized_sample matches μ + exp(log_sigma)·ε and passes gradients to μ and log_sigma "
-            f"on {len(cases)} test cases.")
+    for n, mu0, ls0, dtype, case in cases:
+        eps, target = randn(g, (n,), dtype), (randn(g, (n,), dtype) * 0.8 + 1.5).sort().values
+        args = lambda: (torch.tensor(mu0, dtype=dtype, requires_grad=True),  # noqa: E731
+                        torch.tensor(ls0, dtype=dtype, requires_grad=True), eps.clone(), target.clone())
+        out = call(fn, inputs := args(), _S_HINTS)
+        if isinstance(out, (float, int)) and not isinstance(out, bool):
+            raise Problem("Your function returned a Python number — return the 0-d tensor itself (no .item()), so "
+                          "that the gradient can reach μ and σ.")
+        out = as_tensor(out)
+        expect_shape(out, (), [((n,), f"Your loss has one value per sample, shape ({n},): return their mean over i, "
+                                      f"one 0-d tensor.")] if n > 1 else (), "loss", " (one number, a 0-d tensor)")
+        expect_finite(out, "loss")
+        m, s = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (mu0, ls0))
+        ref, e, y = _w2(m, s, eps.double(), target.double()), eps.double(), target.double()
+        with torch.no_grad():
+            variants = [
+                (_w2(m, s, e, y, sort=False), "It looks like you compared x with the target without sorting x: sort "
+                                              "the samples (x.sort().values) so that the i-th smallest meets the "
+                                              "i-th smallest data point."),
+                (_w2(m, s, e, y, sigma=lambda v: v), "You used log_sigma itself as σ — exponentiate it first: "
+                                                     "σ = exp(log_sigma), x = μ + σ·ε."),
+                (_w2(m, s, e, y, sigma=lambda v: (2 * v).exp()),
+                 "It looks like you used the variance σ² = exp(2·log_sigma) instead of σ = exp(log_sigma)."),
+                (_w2(m, s, e, y, sigma=lambda v: (v / 2).exp()), "It looks like you treated log_sigma as a log-"
+                 "variance (σ = exp(log_sigma/2)) — here it is log σ, so σ = exp(log_sigma)."),
+                (_w2(m, s, e, y, reduce=torch.sum), "You summed the squared differences: W₂² between two samples "
+                                                    "is their mean over i, so divide by n (use .mean())."),
+                (_w2(m, s, e, y, root=True), "You returned W₂, the square root: the loss is the squared distance "
+                                             "W₂², the mean of (x₍ᵢ₎ − y₍ᵢ₎)² without the square root."),
+            ]
+            expect_values(out, ref.detach(), variants, atol=1e-5, rtol=1e-4, case=case, name="loss",
+                          formula="the mean over i of (x₍ᵢ₎ − y₍ᵢ₎)², with x = μ + exp(log_sigma)·ε sorted",
+                          rerun=lambda: as_tensor(call(fn, args(), _S_HINTS)),
+                          random_msg="Your loss changes between two calls with the same inputs — build the samples "
+                                     "from the given `eps`, x = μ + exp(log_sigma)·ε, instead of drawing new ones "
+                                     "with torch.normal or torch.randn_like.")
+        grads = torch.autograd.grad(out, inputs[:2], allow_unused=True) if out.requires_grad else (None, None)
+        lost = [name for name, grad in zip(("μ", "σ"), grads) if grad is None or not bool(grad.abs().sum())]
+        if lost:
+            raise Problem(f"Your loss has the right value, but the gradient cannot reach {' and '.join(lost)}: build "
+                          f"x from mu and log_sigma with torch operations, not torch.normal or .detach().")
+        for grad, ref_grad, name in zip(grads, torch.autograd.grad(ref, (m, s)), ("mu", "log_sigma")):
+            if not is_close(grad, ref_grad, 1e-5, 1e-4):
+                raise Problem(f"Your loss has the right value, but its gradient with respect to {name} is wrong on "
+                              f"{case} — sort x itself (x.sort().values), so that each sample's gradient meets its "
+                              f"own data point.")
+    return f"sample_loss matches W₂² between sorted samples, and its gradients in μ and log σ, on {len(cases)} test cases."
 
 #################################################################################
 #            Lesson 03: the posterior q(x_{t−1} | x_t, x_0) (DDPM Eq. 6–7)       #
@@ -386,50 +399,3 @@ def check_hybrid_loss(fn) -> str:
             raise Problem(f"Your values are right but the gradient on {case} is not: detach only ε in the bound's "
                           f"term (eps.detach()), nothing else.")
     return f"hybrid_loss matches training_losses (values and gradients) on {len(cases)} test cases."
-
-
-
-#################################################################################
-#              Lesson 04: the latent scale factor, 1 / std(latents)             #
-#################################################################################
-
-_L_HINTS = {"TypeError": "check the signature latent_scale_factor(latents) and use torch operations",
-            "default": "compute 1 / latents.std() over all elements"}
-
-
-@exercise("latent_scale_factor")
-def check_latent_scale_factor(fn) -> str:
-    cases = [((8, 4, 4, 4), 5.0, 0.7, torch.float32, "a batch of 8 latents with std ≈ 5"),
-             ((1, 4, 8, 8), 0.5, -0.2, torch.float32, "a single latent with std ≈ 0.5"),
-             ((3, 4, 5, 7), 1.5, 0.3, torch.float64, "float64 latents of shape 3×4×5×7")]
-    g = torch.Generator().manual_seed(4)
-    for shape, scale, shift, dtype, case in cases:
-        z = randn(g, shape, dtype) * scale + shift
-        out = call(fn, (z.clone(),), _L_HINTS)
-        if out is None:
-            as_tensor(out)  # raises the "forgot `return`" message
-        if isinstance(out, bool) or not isinstance(out, (int, float, np.number, np.ndarray, torch.Tensor)):
-            raise Problem(f"Your function returned a {type(out).__name__}; return one number (a float or a 0-d tensor).")
-        value = torch.as_tensor(np.asarray(out)) if not isinstance(out, torch.Tensor) else out.detach()
-        if value.numel() != 1:
-            raise Problem(f"Your function returned {value.numel()} numbers (shape {tuple(value.shape)}), but the scale "
-                          f"factor should be one number: take the std over all elements (latents.std()), not per channel.")
-        value = float(value.reshape(()))
-        if not math.isfinite(value):
-            raise Problem("Your scale factor is NaN or infinite — compute 1 / latents.std() over all elements.")
-        z64 = z.double()
-        stds = (z64.std(), z64.std(correction=0))
-        near = lambda targets: any(math.isclose(value, float(v), rel_tol=1e-3) for v in targets)  # noqa: E731
-        if near([1 / s for s in stds]):
-            continue
-        if near(stds):
-            raise Problem("You returned the standard deviation itself; the scale factor is its reciprocal, "
-                          "1 / std(latents), so that the scaled latents have unit variance.")
-        if near([1 / s ** 2 for s in stds]):
-            raise Problem("You returned 1 / variance; the scale factor is 1 / std — take the square root of the variance.")
-        if near([1 / z64.pow(2).mean().sqrt()]):
-            raise Problem("It looks like you forgot to subtract the mean: use the standard deviation (latents.std()), "
-                          "not the root mean square.")
-        raise Problem(f"Your scale factor {value:.4g} is not 1 / std(latents) = {1 / float(stds[0]):.4g} on {case} — "
-                      f"compute 1 / latents.std() over all elements.")
-    return f"latent_scale_factor returns 1 / std(latents) on {len(cases)} test cases."

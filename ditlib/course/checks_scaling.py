@@ -1,13 +1,15 @@
-"""Checks of lessons 10–11: FID's sample-count bias and the memory per GPU of DDP and FSDP."""
+"""Checks of lessons 10–11: FID's sample-count bias and the largest per-GPU batch under DDP and FSDP."""
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
+import torch
 
 from .feedback import Problem, call, exercise
 
-__all__ = ["check_extrapolate_fid", "check_static_memory_gb"]
+__all__ = ["check_extrapolate_fid", "check_max_batch_per_gpu"]
 
 #################################################################################
 #        Lesson 10: FID's sample-count bias, FID(n) ≈ FID_∞ + k / n             #
@@ -58,44 +60,102 @@ def check_extrapolate_fid(fn) -> str:
 
 
 #################################################################################
-#          Lesson 11: memory per GPU before activations, DDP vs FSDP            #
+#     Lesson 11: the largest per-GPU batch that fits, DDP vs FSDP               #
 #################################################################################
 
-_MEM_HINTS = {"TypeError": "check the signature static_memory_gb(num_params, num_gpus, fsdp)",
-              "default": "5 fp32 copies (weights, gradients, 2 AdamW moments, EMA) of 4 bytes per parameter"}
+_BATCH_HINTS = {"TypeError": "check the signature max_batch_per_gpu(num_params, activation_bytes_per_image, "
+                             "gpu_gb, num_gpus, fsdp)",
+                "default": "static = 20 bytes per parameter (÷ num_gpus under FSDP), then the largest whole b with "
+                           "static + b · activation_bytes_per_image ≤ gpu_gb · 10⁹"}
+_COPIES = {16: "forgot the EMA weights (or one of AdamW's two moments)", 12: "left out two of the five copies",
+           8: "counted only the weights and their gradients", 4: "counted only the weights",
+           24: "counted one copy too many"}
 
 
-@exercise("static_memory_gb")
-def check_static_memory_gb(fn) -> str:
-    cases = [(675_129_632, 8, False), (675_129_632, 8, True), (32_000_000, 1, True), (130_000_000, 4, True),
-             (458_000_000, 16, False)]
-    for num_params, num_gpus, fsdp in cases:
-        out = call(fn, (num_params, num_gpus, fsdp), _MEM_HINTS)
-        if out is None:
-            raise Problem("Your function returned None — did you forget the `return` statement?")
-        try:
-            got = float(np.asarray(out).reshape(()))
-        except (TypeError, ValueError):
-            raise Problem(f"Return one number of gigabytes; you returned a {type(out).__name__}.") from None
-        total = num_params * 20 / 1e9
-        want = total / num_gpus if fsdp else total
-        near = lambda v: math.isclose(got, v, rel_tol=1e-6)  # noqa: E731
-        if near(want):
+def _batch(num_params, act, gpu_bytes, num_gpus, fsdp, *, per_param=20, shard=None, act_shard=1,
+           rounding=math.floor, strict=False) -> int:
+    """The per-GPU batch under a given (possibly wrong) way of counting, in exact arithmetic (no float rounding)."""
+    shard = fsdp if shard is None else shard
+    static = Fraction(per_param * num_params, num_gpus if shard else 1)
+    b = (Fraction(gpu_bytes) - static) / Fraction(act, act_shard)
+    return max(rounding(b) - (1 if strict and b == int(b) else 0), 0)
+
+
+def _one_number(out) -> float:
+    if out is None:
+        raise Problem("Your function returned None — did you forget the `return` statement?")
+    if isinstance(out, (torch.Tensor, np.ndarray)):
+        if (out.numel() if isinstance(out, torch.Tensor) else out.size) != 1:
+            raise Problem(f"Return one whole number of images; you returned a {type(out).__name__} of shape "
+                          f"{tuple(out.shape)}.")
+        out = out.item()
+    if isinstance(out, np.generic):
+        out = out.item()
+    if isinstance(out, bool) or not isinstance(out, (int, float)):
+        raise Problem(f"Return one whole number of images (an int); you returned a {type(out).__name__}.")
+    if not math.isfinite(out):
+        raise Problem(f"Your function returned {out} — return a whole number of images (an int ≥ 0).")
+    return out
+
+
+@exercise("max_batch_per_gpu")
+def check_max_batch_per_gpu(fn) -> str:
+    cases = [(675_129_632, 660_000_000, 80, 8, False, "a DiT-XL/2-like model under DDP on 8 GPUs"),
+             (675_129_632, 660_000_000, 80, 8, True, "a DiT-XL/2-like model under FSDP on 8 GPUs"),
+             (130_000_000, 120_000_000, 24, 1, False, "a DiT-B/2-like model on one GPU"),
+             (32_000_000, 50_000_000, 16, 1, True, "a small model under FSDP on one GPU (nothing to shard)"),
+             (458_000_000, 400_000_000, 40, 16, False, "a DiT-L/2-like model under DDP on 16 GPUs"),
+             (458_000_000, 400_000_000, 40, 16, True, "a DiT-L/2-like model under FSDP on 16 GPUs"),
+             (3_000_000_000, 480_000_000, 40, 8, False, "a 3B-parameter model whose 60 GB of static memory do "
+                                                        "not fit a 40 GB GPU under DDP"),
+             (3_000_000_000, 480_000_000, 40, 8, True, "the same 3B-parameter model under FSDP on 8 GPUs"),
+             (1_000_000_000, 1_000_000_000, 40, 4, True, "a case exactly at the boundary (5 GB static + 35 "
+                                                         "images of 1 GB = 40 GB)")]
+    for num_params, act, gpu_gb, num_gpus, fsdp, case in cases:
+        got = _one_number(call(fn, (num_params, act, gpu_gb, num_gpus, fsdp), _BATCH_HINTS))
+        args = (num_params, act, gpu_gb * 10 ** 9, num_gpus, fsdp)
+        want = _batch(*args)
+        if got == want:
             continue
-        if near(total / num_gpus) and not fsdp:
-            raise Problem("DDP does not shard: every GPU keeps the full weights, gradients and optimizer state, "
-                          "so only FSDP divides by num_gpus.")
-        if near(total) and fsdp and num_gpus > 1:
-            raise Problem("With fsdp=True the states are sharded: divide the total by num_gpus.")
-        if near(want * 2 ** 30 / 1e9) or near(want * 1e9 / 2 ** 30):
-            raise Problem("Use gigabytes of 10⁹ bytes (GB), not gibibytes of 2³⁰ bytes.")
-        copies = got * 1e9 / (num_params * 4) * (num_gpus if fsdp else 1)
-        if copies > 0 and abs(copies - round(copies)) < 1e-6:
-            raise Problem(f"You counted {round(copies)} fp32 copies per parameter; there are 5: the weights, "
-                          f"their gradients, AdamW's two moments and the EMA weights.")
-        if near(want / 4) or near(want / 8):
-            raise Problem("Each fp32 number takes 4 bytes: multiply the count of numbers by 4.")
-        raise Problem(f"For {num_params:,} parameters on {num_gpus} GPU(s) with fsdp={fsdp} you returned "
-                      f"{got:.4g} GB; expected {want:.4g} GB (5 fp32 copies × 4 bytes per parameter"
-                      f"{', divided by num_gpus' if fsdp else ''}).")
-    return f"static_memory_gb gives the per-GPU memory of DDP and FSDP on {len(cases)} test cases."
+        static = num_params * 20 / (num_gpus if fsdp else 1)
+        near = lambda v: math.isclose(got, v, rel_tol=1e-6)  # noqa: E731
+        if any(near(v * scale) for v in (static, static + want * act, gpu_gb * 1e9 - static)
+               for scale in (1, 1e-9, 2 ** -30)):
+            raise Problem(f"On {case} you returned {got:g}, a memory figure; return a batch size: the number of "
+                          f"images per GPU, the largest b with static + b · activation_bytes_per_image "
+                          f"≤ gpu_gb · 10⁹.")
+        if got < 0:
+            raise Problem(f"On {case} you returned a negative batch ({got:g}): when even the static memory does not "
+                          f"fit, no image fits — return 0.")
+        if got != int(got):
+            raise Problem(f"On {case} you returned {got:g}, not a whole number of images: round down to the largest "
+                          f"batch that fits (math.floor, or // on the bytes) and return an int.")
+        variants = [
+            (_batch(*args, shard=True), "DDP does not shard: every GPU keeps the full weights, gradients, AdamW "
+                                        "state and EMA, so only FSDP divides the 20 bytes per parameter by num_gpus."),
+            (_batch(*args, shard=False), "With fsdp=True the weights, gradients, AdamW state and EMA are sharded: each "
+                                         "GPU holds 20 · num_params / num_gpus bytes of them."),
+            (_batch(*args, act_shard=num_gpus), "Activations are not sharded: each GPU stores the activations of its "
+                                                "own images, under FSDP too, so every image costs the full "
+                                                "activation_bytes_per_image on its GPU."),
+            (_batch(*args[:2], gpu_gb * 2 ** 30, *args[3:]),
+             "Use gigabytes of 10⁹ bytes (GB), not gibibytes of 2³⁰ bytes: an 80 GB GPU holds 80 · 10⁹ bytes."),
+            (_batch(*args, rounding=math.ceil), "You rounded up (math.ceil, or round() of a fraction ≥ ½), so that "
+                                                "batch does not fit: round down to the largest whole batch that fits "
+                                                "(math.floor, or //)."),
+            (_batch(*args, strict=True), "A batch that fills the GPU exactly still fits: the condition is static + "
+                                         "b · activation_bytes_per_image ≤ gpu_gb · 10⁹, with ≤, not <."),
+            (_batch(*args) * num_gpus, "That is the global batch of all GPUs; return the batch of one GPU."),
+            (_batch(*args, per_param=5), "Each fp32 number takes 4 bytes: 5 copies × 4 bytes = 20 bytes per "
+                                         "parameter."),
+        ] + [(_batch(*args, per_param=k), f"You counted {k} bytes per parameter ({k // 4} fp32 "
+                                          f"cop{'y' if k == 4 else 'ies'}): you {why}; there are 20 bytes, 5 fp32 "
+                                          f"copies: the weights, their gradients, AdamW's two moments and the EMA "
+                                          f"weights.") for k, why in _COPIES.items()]
+        for value, message in variants:
+            if value != want and got == value:
+                raise Problem(f"On {case}: {message}")
+        raise Problem(f"On {case} ({num_params:,} parameters, {act / 1e6:g} MB of activations per image, "
+                      f"{num_gpus} GPU(s) of {gpu_gb} GB, fsdp={fsdp}) you returned {got:g}; the largest batch that "
+                      f"fits is {want} (static {static / 1e9:.4g} GB per GPU).")
+    return f"max_batch_per_gpu gives the largest per-GPU batch under DDP and FSDP on {len(cases)} test cases."
