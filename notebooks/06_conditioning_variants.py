@@ -255,11 +255,7 @@ print(f"cross-attention overhead over adaLN-Zero (XL/2): {overhead['cross-attent
 # %% [markdown]
 # adaLN-Zero has the most parameters (six D-vectors regressed per block: D·6D weights each) but almost the
 # fewest flops: the regression runs once per *image*, not once per token. Cross-attention costs ~16% more.
-# The picker shows one design at a time with its place among the four in Gflops; the static figure below it
-# shows all four with their parameters and Gflops at DiT-XL/2.
-
-# %%
-widgets.block_design_picker("DiT-XL/2")
+# The figure below shows all four designs with their parameters and Gflops at DiT-XL/2.
 
 # %%
 widgets.plot_block_designs("DiT-XL/2");

@@ -40,7 +40,7 @@ from IPython.display import clear_output, display
 
 from ditlib.checkpoints import load_checkpoint
 from ditlib.configs import TRAIN_CONFIGS
-from ditlib.course import exercises, inspect_model, viz
+from ditlib.course import exercises, inspect_model, viz, widgets
 from ditlib.data import FashionMNIST, infinite_batches
 from ditlib.diffusion import create_diffusion
 from ditlib.latents import LatentDataset, build_latent_dataset, encode_dataset
@@ -226,6 +226,28 @@ inspect_model.plot_loss_by_t(by_t);
 # t = 0). Even so, the small t carry most of the loss, and a batch of 64 draws its t uniformly, so how many
 # small t it happens to get moves its mean loss by a good fraction of itself: that, not the optimisation, is
 # the noise in the curve above.
+
+# %% [markdown]
+# **What γ and the schedule do, to play with.** The figure below reweights the errors just measured for the
+# paper's equal weighting and for the recipe's γ. Left, against t on a log scale: the weight on the ε error,
+# min(SNR_t, γ)/SNR_t (solid), and the weight this leaves on the error of x̂₀, min(SNR_t, γ) (dashed); unweighted,
+# that second weight is SNR_t itself. Right: each bin's share of the training loss w_t·mse + vb, the legend giving
+# the first bin's. The widget after it lets you pick γ (off, 1, 2, 5, 10, 20), which the figure cannot. Lower γ
+# and the cap reaches further into larger t (the solid line stays below 1 longer), and the share moves from the
+# low-noise bins to those the cap does not reach; raise it and the weighted case closes in on the unweighted one.
+# The shares reweight *this* model's errors: a model trained with another γ would have errors of its own, so read
+# them as where the loss puts its weight, not as the outcome of another run. The widget's third panel is the
+# learning rate of every step, `lr_at` for the recipe's 6,000 steps (the run above fitted the same cosine into its
+# own length): switch to `constant` and the warm-up to 0 for the paper's shape of schedule (at the recipe's lr,
+# not the paper's 10⁻⁴), and move the warm-up to see how long the first steps stay small.
+
+# %%
+widgets.plot_min_snr(by_t, create_diffusion(""), gammas=(None, config.min_snr_gamma));
+
+# %%
+widgets.min_snr_explorer(by_t, create_diffusion(""), steps=config.max_steps, warmup_steps=config.warmup_steps,
+                         lr=config.lr, final_lr_ratio=config.final_lr_ratio, gamma=config.min_snr_gamma,
+                         schedule=config.lr_schedule)
 
 # %% [markdown]
 # ## 5. Checkpoints and exact resume

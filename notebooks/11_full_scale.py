@@ -42,7 +42,7 @@ import torch
 
 from ditlib.checkpoints import CheckpointError, load_checkpoint
 from ditlib.configs import TRAIN_CONFIGS, get_config
-from ditlib.course import exercises
+from ditlib.course import exercises, widgets
 from ditlib.diffusion import create_diffusion
 from ditlib.flops import PAPER_GFLOPS, gflops, num_params
 from ditlib.models import DiT, DiT_models
@@ -434,7 +434,28 @@ for num_gpus in (1, 8):
 # directly comparable with our count: it is well above our lower bound (13.5 + 128 × 0.037 ≈ 18 GB), which leaves
 # out everything autograd does not save. What our count does say is why fast-DiT needs checkpointing there:
 # without it, batch 128 would need at least 13.5 + 128 × 0.67 ≈ 99 GB, more than the GPU has.
-#
+
+# %% [markdown]
+# **Try other settings.** The figure below draws a few of the cases above and the widget after it any other. In
+# each bar the grey part is the static memory, the blue part the activations (batch × the bytes measured above),
+# the red line the GPU's 80 GB; the right panel is one GPU's compute for one step, the forward pass's Gflops ×
+# batch × 3 (forward and a backward of about two forwards), × 4 with checkpointing (its recomputed forward). What
+# to try: with 1 GPU and batch 256, find which settings bring the bar under the line: bf16 activations alone
+# (taken as half the fp32 bytes, the rule of thumb above), checkpointing alone, or both. Under FSDP, compare
+# 8 GPUs with 64: only the grey part shrinks, to 1/N of the 13.5 GB, while the blue part stays where it was, so
+# the more of the bar the activations are, the less FSDP changes. Checkpointing buys its memory with a third more
+# compute per step. Type a sustained Tflop/s into the widget's box to turn the compute into steps per second: that
+# is arithmetic (2 flops per multiply-add, nothing for communication, data loading or the VAE), not a measured
+# speed; section 6 has measured ones.
+
+# %%
+xl2_gflops = gflops("DiT-XL/2")                               # one forward pass of one 256×256 image (Table 4)
+widgets.plot_memory(xl2_params, per_image, checkpointed, xl2_gflops, gpu_gb=a100_gb);
+
+# %%
+widgets.memory_explorer(xl2_params, per_image, checkpointed, xl2_gflops, gpu_gb=a100_gb, batch=32, num_gpus=8)
+
+# %% [markdown]
 # ## Summary
 #
 # - The paper's models are registered configs: `imagenet256-DiT-{S,B,L,XL}/{2,4,8}` with the §4 recipe;

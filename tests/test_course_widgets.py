@@ -170,15 +170,146 @@ def test_trajectory_scrubber_shows_every_chain_at_the_same_fraction(model):
     assert box.redraws == 2 and box.figure.axes[2].get_ylabel() == "DDIM\nentry 5/5"
 
 
-def test_block_design_picker_shows_the_chosen_design_with_its_cost():
-    box = widgets.block_design_picker("DiT-debug/2", input_size=8, in_channels=4)
-    buttons = box.children[0]
-    assert box.redraws == 1 and box.figure.axes[0].get_title().startswith("adaLN-Zero\n")
-    buttons.value = "cross-attention"
-    assert box.redraws == 2 and box.figure.axes[0].get_title().startswith("cross-attention\n")
-    assert "Gflops" in box.figure.axes[0].get_title()
+def test_plot_block_designs_titles_each_design_with_its_cost():
     static = widgets.plot_block_designs("DiT-XL/2")
     assert len(static.axes) == 4 and "137.6 Gflops" in static.axes[1].get_title()
+    assert [ax.get_title().split("\n")[0] for ax in static.axes] == list(widgets.BLOCK_DESIGNS)
+
+
+def _fake_by_t(num_bins=4, per_bin=3, steps=1000):
+    """The structure of `inspect_model.loss_by_t`, with made-up errors falling with t and a vb term at t = 0."""
+    edges = np.linspace(0, steps, num_bins + 1).round().astype(int)
+    t = np.stack([np.linspace(lo, hi - 1, per_bin).round().astype(np.int64) for lo, hi in zip(edges[:-1], edges[1:])])
+    mse = 2.0 / (1.0 + t)
+    vb = np.where(t == 0, 0.5, 0.0)
+    return {"bin_edges": edges, "t_centers": (edges[:-1] + edges[1:] - 1) / 2, "mse": mse.mean(1), "vb": vb.mean(1),
+            "loss": (mse + vb).mean(1), "t_samples": t, "mse_samples": mse, "vb_samples": vb}
+
+
+def _snr_of(diffusion):
+    abar = diffusion.alphas_cumprod.numpy().astype(np.float64)
+    return abar / (1 - abar)
+
+
+def _by_gid(artists, gid):
+    found = [a for a in artists if a.get_gid() == gid]
+    assert found, f"nothing drawn with gid {gid!r}"
+    return found
+
+
+def _shares(by_t, snr, gamma):
+    """Each bin's share of w_t·mse + vb, computed here from the definition."""
+    w = np.ones_like(by_t["mse_samples"]) if gamma is None else \
+        np.minimum(snr[by_t["t_samples"]], gamma) / snr[by_t["t_samples"]]
+    per_bin = (w * by_t["mse_samples"] + by_t["vb_samples"]).mean(1) * np.diff(by_t["bin_edges"])
+    return per_bin / per_bin.sum()
+
+
+def test_min_snr_explorer_weights_shares_and_lr_follow_the_controls():
+    diffusion, by_t = create_diffusion(""), _fake_by_t()
+    snr = _snr_of(diffusion)
+    box = widgets.min_snr_explorer(by_t, diffusion, steps=300, warmup_steps=50, lr=1e-3, final_lr_ratio=0.1)
+    gamma_buttons, (schedule_menu, warmup_slider) = box.children[0], box.children[1].children
+    assert box.redraws == 1 and gamma_buttons.value == "5" and len(box.figure.axes) == 3
+    for redraws, gamma in enumerate(("1", "20", "2"), start=2):
+        gamma_buttons.value = gamma
+        assert box.redraws == redraws
+        weights, shares = box.figure.axes[:2]
+        g = float(gamma)
+        eps, = _by_gid(weights.lines, f"eps:{gamma}")
+        x0, = _by_gid(weights.lines, f"x0:{gamma}")
+        for t in (0, 50, 300, 999):
+            assert eps.get_ydata()[t] == pytest.approx(min(snr[t], g) / snr[t], rel=1e-5), (gamma, t)
+            assert x0.get_ydata()[t] == pytest.approx(min(snr[t], g), rel=1e-5), (gamma, t)
+        reference, = _by_gid(weights.lines, "x0:off")                    # unweighted: SNR_t itself
+        assert reference.get_ydata()[0] == pytest.approx(snr[0], rel=1e-9)
+        share, = _by_gid(shares.patches, f"share:{gamma}")
+        assert np.allclose(share.get_data().values, 100 * _shares(by_t, snr, g))
+        unweighted, = _by_gid(shares.patches, "share:off")
+        assert np.allclose(unweighted.get_data().values, 100 * _shares(by_t, snr, None))
+        assert share.get_data().values[0] < unweighted.get_data().values[0]   # the low-noise bin loses weight
+    gamma_buttons.value = "off"
+    assert box.redraws == 5 and not _by_gid(box.figure.axes[0].lines, "eps:off")[0].get_ydata().std()
+    assert not [p for p in box.figure.axes[1].patches if p.get_gid() == "share:2"]
+
+    lr_line, = _by_gid(box.figure.axes[2].lines, "lr")                  # cosine, 50 warm-up steps
+    rates = lr_line.get_ydata()
+    assert len(rates) == 300 and rates[0] == pytest.approx(1e-3 / 50) and rates[49] == pytest.approx(1e-3)
+    floor = 1e-4
+    assert rates[175] == pytest.approx(floor + (1e-3 - floor) * 0.5 * (1 + np.cos(np.pi * 125 / 250)))
+    schedule_menu.value = "constant"
+    warmup_slider.value = 0
+    assert box.redraws == 7
+    assert np.allclose(_by_gid(box.figure.axes[2].lines, "lr")[0].get_ydata(), 1e-3)
+
+
+def test_plot_min_snr_draws_every_gamma():
+    diffusion, by_t = create_diffusion(""), _fake_by_t()
+    snr = _snr_of(diffusion)
+    fig = widgets.plot_min_snr(by_t, diffusion, gammas=(None, 5, 1))
+    weights, shares = fig.axes
+    assert len(weights.lines) == 6 and len(shares.patches) == 3 and weights.get_yscale() == "log"
+    assert _by_gid(weights.lines, "eps:5")[0].get_ydata()[10] == pytest.approx(min(snr[10], 5) / snr[10], rel=1e-5)
+    for gamma in (None, 5, 1):
+        values = _by_gid(shares.patches, f"share:{'off' if gamma is None else gamma}")[0].get_data().values
+        assert np.allclose(values, 100 * _shares(by_t, snr, gamma)) and values.sum() == pytest.approx(100)
+
+
+PARAMS, FULL, CKPT, GFLOPS = 1_000_000_000, 500_000_000, 40_000_000, 100.0     # 20 GB static, 0.5 / 0.04 GB per image
+
+
+def _heights(ax, gid):
+    return [p.get_height() for p in _by_gid(ax.patches, gid)]
+
+
+def test_memory_explorer_bars_follow_batch_sharding_precision_and_checkpointing():
+    box = widgets.memory_explorer(PARAMS, FULL, CKPT, GFLOPS, gpu_gb=80, batch=32, num_gpus=8)
+    (batch_slider, gpus), (sharding, precision), (checkpointing, peak) = (row.children for row in box.children[:3])
+    mem, comp = box.figure.axes[:2]
+    assert box.redraws == 1
+    assert _heights(mem, "static") == pytest.approx([20 * PARAMS / 1e9])          # DDP: all of it on every GPU
+    assert _heights(mem, "activations") == pytest.approx([32 * FULL / 1e9])
+    assert _by_gid(mem.patches, "activations")[0].get_y() == pytest.approx(20.0)    # stacked on the static part
+    sharding.value = "FSDP"                                                        # 8 GPUs: static ÷ 8 only
+    mem = box.figure.axes[0]
+    assert box.redraws == 2 and _heights(mem, "static") == pytest.approx([20 * PARAMS / 8 / 1e9])
+    assert _heights(mem, "activations") == pytest.approx([32 * FULL / 1e9])
+    gpus.value = 64
+    assert _heights(box.figure.axes[0], "static") == pytest.approx([20 * PARAMS / 64 / 1e9])
+    checkpointing.value = True                                                     # the checkpointed bytes
+    assert _heights(box.figure.axes[0], "activations") == pytest.approx([32 * CKPT / 1e9])
+    precision.value = "bf16"
+    batch_slider.value = 256
+    mem, comp = box.figure.axes[:2]
+    assert box.redraws == 6 and _heights(mem, "activations") == pytest.approx([256 * CKPT / 2 / 1e9])
+    step_tflops = GFLOPS * 256 * 4 / 1e3                                           # 3 passes + 1 recomputed forward
+    assert sum(p.get_height() for p in comp.patches) == pytest.approx(step_tflops)
+    assert _heights(comp, "recompute") == pytest.approx([GFLOPS * 256 / 1e3])
+    assert comp.get_xlabel().startswith("type a sustained Tflop/s")                # no speed until a peak is typed
+    assert "sustained (" not in comp.get_xlabel()
+    peak.value = "400"
+    comp = box.figure.axes[1]
+    assert box.redraws == 7 and f"{400 / (2 * step_tflops):.3g} steps/s" in comp.get_xlabel()
+    assert "not a measurement" in comp.get_xlabel()
+    checkpointing.value = False
+    assert not [p for p in box.figure.axes[1].patches if p.get_gid() == "recompute"]
+    assert sum(p.get_height() for p in box.figure.axes[1].patches) == pytest.approx(GFLOPS * 256 * 3 / 1e3)
+    title = box.figure.texts[0].get_text()                                       # 0.3125 + 256 × 0.25 GB
+    assert "global batch 16384: 64.3 GB per GPU, fits in 80 GB" in title
+    batch_slider.value = 512                                                       # 0.3125 + 512 × 0.25 GB
+    assert box.redraws == 9 and "128.3 GB per GPU, does not fit" in box.figure.texts[0].get_text()
+
+
+def test_plot_memory_draws_one_stacked_bar_per_setting():
+    settings = [dict(batch=32, num_gpus=8), dict(batch=32, num_gpus=8, fsdp=True), dict(batch=256, checkpointing=True)]
+    fig = widgets.plot_memory(PARAMS, FULL, CKPT, GFLOPS, settings=settings, gpu_gb=80)
+    mem, comp = fig.axes
+    assert _heights(mem, "static") == pytest.approx([20, 20 / 8, 20])
+    assert _heights(mem, "activations") == pytest.approx([32 * 0.5, 32 * 0.5, 256 * 0.04])
+    assert _heights(comp, "forward") == pytest.approx([3.2, 3.2, 25.6])
+    assert _heights(comp, "recompute") == pytest.approx([0, 0, 25.6])
+    assert [t.get_text() for t in mem.get_xticklabels()][1] == "32/GPU × 8\nFSDP, fp32"
+    assert len(widgets.plot_memory(PARAMS, FULL, CKPT, GFLOPS).axes[0].patches) == 2 * len(widgets.MEMORY_SETTINGS)
 
 
 # ------------------------------------------------------------------ block diagrams
