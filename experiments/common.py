@@ -1,5 +1,5 @@
 """What the experiments share: JSON written atomically, the command line of a run as typed, a record's config
-checked against the one asked for, and FID-FMNIST of a checkpoint measured exactly as the README's table measures
+checked against the one asked for, and FID-FMNIST of a checkpoint measured exactly as docs/results.md's table measures
 it (`python -m ditlib fid`).
 """
 from __future__ import annotations
@@ -47,7 +47,7 @@ def command_line(script=None, argv=None) -> str:
 
 def readme_fid(checkpoint, num_samples: int = 1000, cfg_scale: float = 2.0, sampling_steps: int = 50,
                seed: int = 0, json_path=None, guidance_interval=None) -> dict:
-    """FID-FMNIST (with KID, IS, precision/recall) of a checkpoint exactly as the README's results table measures
+    """FID-FMNIST (with KID, IS, precision/recall) of a checkpoint exactly as the table of docs/results.md measures
     it: `python -m ditlib fid` with DDIM, guidance `cfg_scale` (on the steps of `guidance_interval` only, if given),
     `seed`. Returns the command's JSON plus "command" (as typed, without the JSON path) and "eval_wall_s"."""
     from ditlib.__main__ import main as ditlib_main

@@ -1,4 +1,4 @@
-"""Guidance scale and guidance interval of a trained checkpoint, measured as the README measures FID.
+"""Guidance scale and guidance interval of a trained checkpoint, measured as docs/results.md measures FID.
 
 Classifier-free guidance (paper §4) is applied at every sampling step in the paper. Kynkäänniemi et al. (2024,
 "Applying guidance in a limited interval improves sample and distribution quality in diffusion models") guide

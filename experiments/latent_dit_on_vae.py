@@ -2,7 +2,7 @@
 
 Trains the course's latent recipe (`fmnist-latent-DiT-T/2`: AdamW lr 7e-4 with warm-up, EMA 0.999, batch 64,
 3500 steps) on the latents of a VAE checkpoint from `experiments/vae_variants.py`, then measures FID-FMNIST of
-the EMA weights exactly as the README's results table does (`python -m ditlib fid`, N = 1,000, DDIM 50 steps,
+the EMA weights exactly as the table of docs/results.md does (`python -m ditlib fid`, N = 1,000, DDIM 50 steps,
 guidance 2, seed 0). The run resumes if interrupted; the result is one JSON in experiments/results/latent_dit/.
 
     .venv/bin/python experiments/latent_dit_on_vae.py --vae runs/vae-variants/f4-c8-p1/final --name c8-p1
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="change a field of the training config (repeatable), e.g. --set model=DiT-M/2 "
                              "--set lr_schedule=cosine --set min_snr_gamma=5; VALUE is read as JSON, else as text")
-    parser.add_argument("--cfg-scale", type=float, default=2.0, help="guidance of the FID samples (README: 2)")
+    parser.add_argument("--cfg-scale", type=float, default=2.0, help="guidance of the FID samples (default 2, on every step)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "latent-dit")
     args = parser.parse_args(argv)

@@ -2,7 +2,7 @@
 
 Trains a config exactly as `python -m ditlib train --config NAME` does, with `snapshot_every` set so that the
 EMA weights are kept every few minutes (`out/snapshots/step-*`), then measures FID-FMNIST of every snapshot as
-the README's table does (`python -m ditlib fid`: N = 1,000, DDIM 50 steps, seed 0, the config's guidance: for the
+the table of docs/results.md does (`python -m ditlib fid`: N = 1,000, DDIM 50 steps, seed 0, the config's guidance: for the
 default, 3 on the steps t ≤ 300; `--cfg-scale`/`--guidance-interval` choose another) and plots FID
 against the training time recorded in each snapshot. A second run of the command resumes: the training from its
 last checkpoint, the FIDs from the JSON (a snapshot already measured is not measured again).
@@ -33,7 +33,7 @@ from ditlib.train import list_snapshots, train  # noqa: E402
 
 
 def measure(snapshot: Path, num_samples: int, cfg_scale: float, steps: int, seed: int = 0, interval=None) -> dict:
-    """FID-FMNIST (and KID, IS, precision/recall) of one snapshot as the README measures it."""
+    """FID-FMNIST (and KID, IS, precision/recall) of one snapshot as docs/results.md measures it."""
     result = readme_fid(snapshot, num_samples, cfg_scale, steps, seed, guidance_interval=interval)
     return {"fid": result["fid"], "kid": result.get("kid_mean"), "isc": result.get("isc_mean"),
             "precision": result.get("precision"), "recall": result.get("recall"), "n": result.get("n", num_samples),
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     parser.add_argument("--guidance-interval", type=int, nargs=2, default=None, metavar=("LO", "HI"),
                         help="default: the config's sample_guidance_interval when --cfg-scale is not given")
     parser.add_argument("--sampling-steps", type=int, default=50)
-    parser.add_argument("--floor", type=float, default=0.63, help="FID floor drawn on the plot (README: 0.63 at N = 1,000)")
+    parser.add_argument("--floor", type=float, default=0.63, help="FID floor drawn on the plot (docs/results.md: 0.63 at N = 1,000)")
     parser.add_argument("--target", type=float, default=4.0, help="goal line on the plot (issue 13: 4.0)")
     parser.add_argument("--json", type=Path, default=ROOT / "docs" / "results" / "quality-curve.json")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "quality-curve.png")

@@ -6,7 +6,7 @@ on the shipped VAE's 8×8×4 latents) with its seed and length, in **fp32** (wha
 AVX2-only CPU, and what the shipped default was trained in). It runs exactly as `python -m ditlib train --config
 NAME --precision fp32 --seed S` would, with `snapshot_every` set so that the EMA weights are kept along the way.
 
-FID is measured as the README's table measures it (`python -m ditlib fid`: N = 1,000, DDIM 50, sampling seed 0):
+FID is measured as the table of docs/results.md measures it (`python -m ditlib fid`: N = 1,000, DDIM 50, sampling seed 0):
 on every snapshot **without guidance** (as the paper's Figures), and on the final weights also **with the
 config's guidance** (for the default: 3 on the steps t <= 300).
 

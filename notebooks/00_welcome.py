@@ -21,7 +21,8 @@
 # 2. **It beat the U-Nets.** DiT-XL/2 reached FID 2.27 on class-conditional ImageNet 256×256 with
 #    classifier-free guidance (Table 2), the state of the art at the time, at lower Gflops than the
 #    pixel-space ADM models. Lesson 10 (section 7) puts a DiT and a U-Net of the same Gflops side by side
-#    on this course's data and recipe, and shows where that claim holds on a CPU and where it does not.
+#    on this course's data and recipe, and finds that at CPU scale the U-Net still wins, although the
+#    DiT's FID falls faster as its Gflops grow, the paper's scaling argument.
 #
 # The same recipe sits under later systems (Stable Diffusion 3, Sora-style video models, PixArt). This
 # course rebuilds it piece by piece, on a laptop CPU, with Fashion-MNIST instead of ImageNet.
@@ -36,10 +37,10 @@
 #
 # `data/checkpoints/` ships a small latent DiT (`DiT-T/2`: 6 blocks, width 192, patch 2, on the
 # 8×8×4 latents of a small VAE): the course's default model, trained for 6,000 steps on Fashion-MNIST with
-# `python -m ditlib train` (the default config `fmnist-latent-DiT-T/2`; the manifest next to it records the
+# `python -m ditlib train --precision fp32` (the default config `fmnist-latent-DiT-T/2`; the manifest next to it records the
 # exact command, the time and the machine). Load it and draw one column per class. (The time printed below is from the run that
-# made this notebook's outputs: a quiet 2-core AMD EPYC with native bf16; an AVX2-only CPU samples in fp32,
-# about 2–4× slower.)
+# made this notebook's outputs, a quiet 2-core AMD EPYC with native bf16; the README's hardware table has the
+# 64-image grid's time on a 2-core CPU without native bf16 too.)
 
 # %%
 import time
@@ -97,8 +98,8 @@ strip = torch.stack(snapshots, dim=1).reshape(-1, 1, 32, 32)        # rows: imag
 viz.show_images(strip, nrow=len(snapshots), title="the model's guess of the clean image, early → late");
 
 # %% [markdown]
-# Early on, the model's best guess of the clean image is a blurry class average; each step commits to
-# more detail. Lessons 03 (the reverse process) and 08 (sampling) open up this loop.
+# At the first step the guess is a bright blob with the class's rough outline; a few steps on, a blurry
+# average-looking garment; each later step commits to more detail. Lessons 03 (the reverse process) and 08 (sampling) open up this loop.
 #
 # ## How the course is built
 #
@@ -113,7 +114,7 @@ viz.show_images(strip, nrow=len(snapshots), title="the model's guess of the clea
 # | 07 training | AdamW, EMA, the loop, checkpoints | §4 |
 # | 08 sampling | DDPM, respacing, DDIM | §4 |
 # | 09 guidance | classifier-free guidance | §3.1, Table 2 |
-# | 10 scaling and evaluation | Gflops vs FID | §5, Figs. 6–9 |
+# | 10 scaling and evaluation | Gflops vs FID | §5, Figs. 6, 8, 9, Table 4 |
 # | 11 full scale | ImageNet configs, many GPUs | §4, §5 |
 #
 # Every lesson derives one idea by hand, then checks that `ditlib` (the library in `ditlib/`) does the
@@ -121,7 +122,7 @@ viz.show_images(strip, nrow=len(snapshots), title="the model's guess of the clea
 #
 # ```
 # python -m ditlib configs                       # every model config with params and Gflops
-# python -m ditlib train                         # the default small model (13–27 min on 2 cores: README)
+# python -m ditlib train                         # the default small model (14–22 min on 2 cores: README)
 # python -m ditlib sample --ckpt data/checkpoints/fmnist-latent-DiT-T-2 --out samples.png
 # ```
 #
@@ -138,8 +139,9 @@ print("quick mode is", "ON" if quick_mode() else "off")
 # ## Exercises and checks
 #
 # Every lesson from 01 to 11 ends with exercises, and from lesson 03 on they are the algorithms themselves:
-# the DDPM sampling loop (03), the whole DiT forward pass (06), the training step (07), respacing and the DDIM
-# step (08), the guided forward pass (09), the Fréchet distance (10). You write a function between
+# the posterior, the hybrid loss and the DDPM sampling loop (03), multi-head self-attention (05), the timestep
+# embedder, the adaLN-Zero block and the whole DiT forward pass (06), the training step (07), respacing and
+# the DDIM step (08), the guided forward pass (09), the Fréchet distance and its extrapolation (10). You write a function between
 # `### BEGIN SOLUTION` and `### END SOLUTION` (an instructor's student copy has those lines replaced by
 # `raise NotImplementedError()`), then run the check cell under it. A check tries your function on several
 # inputs and answers in one sentence: either a confirmation or what looks wrong ("forgot the square root",

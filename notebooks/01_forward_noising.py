@@ -72,6 +72,8 @@ print(f"β_1 = {betas[0]:.4g}, β_500 = {betas[499]:.6f}, β_1000 = {betas[-1]:.
 #
 # Check it the honest way: run the one-step chain on many copies of the same pixel values and compare
 # the empirical mean and variance at several t with the closed form.
+#
+# From here on t is `ditlib`'s 0-based index, as in the code: t = 0 is the paper's t = 1 and t = 999 is its T.
 
 # %%
 num_chains = pick(200_000, 20_000)                 # quick mode: fewer chains, looser tolerance

@@ -298,7 +298,7 @@ viz.show_images(torch.cat(grids), nrow=10, size=0.9,
 # T-shirt has long sleeves, its dress splits into two legs like shorts, its sandal and sneaker are flat smears,
 # its bag is a box without a handle and its ankle boot is a low shoe. The shipped model's 6,000 steps draw every
 # class, cleaner and more detailed. Lesson 08 puts a number on "clean" (FID) and lesson 10 on what more compute buys;
-# the README plots FID against training minutes for the shipped run.
+# `docs/results.md` plots FID against training minutes for the default.
 #
 # ## 7. Exercise: the training step
 #

@@ -20,7 +20,7 @@
 # 3. drive a ditlib DiT with a diffusers scheduler (DPM-Solver++) and explain why the Σ channels are dropped;
 # 4. read a plot of FID against sampling steps and say, sampler by sampler, where more steps stop paying.
 #
-# **Paper.** DiT §4 (*Training*, *Evaluation*): samples use 250 DDPM sampling steps, as ADM. §5 *Scaling model
+# **Paper.** DiT §4 *Evaluation metrics*: FID-50K with 250 DDPM sampling steps, as ADM. §5.2 *Scaling model
 # vs. sampling compute* (Figure 10): smaller models sampled with more steps do not catch up with larger models
 # sampled with fewer, even when they spend more total compute per image. Respacing follows Improved DDPM
 # (Nichol & Dhariwal 2021, §4); DDIM is Song et al. 2021 (Eq. 12, η = 0); DPM-Solver++ is Lu et al. 2022.
@@ -196,9 +196,12 @@ def fid_fmnist(images):
 
 
 # %% [markdown]
-# For each sampler and a few step counts, sample (in bfloat16, to save time, as `experiments/` does) with the
-# labels spread evenly over the classes, decode and score. With a few hundred samples FID is biased upwards and
-# has an error bar of a point or two: compare curves, not decimals.
+# For each sampler and a few step counts, sample without guidance, in the precision `auto` picks (bf16 on a CPU
+# with native bf16, fp32 on one without), with the labels spread evenly over the classes, decode and score. With a
+# few hundred samples FID is biased upwards (lesson 10, section 2) and moves by a few tenths with the samples
+# drawn; every sampler here starts from the same noise and labels, so compare curves, and read differences under
+# about half a point as noise. (`sample_for_fid` decodes each batch first and clamps only the images to [−1, 1],
+# never the latents, which are not confined to that range; it refuses a latent model without its decoder.)
 
 # %%
 num_samples, step_counts = pick(500, 50), pick((10, 25, 50), (10,))
@@ -241,15 +244,12 @@ ax.legend();
 #
 # - **Diminishing returns.** DDPM's FID is still falling at 50 steps, but each added step buys less: 0.6 from
 #   10 to 25 steps (7.2 → 6.6), 0.3 more from 25 to 50 (→ 6.3). DDIM gains half a point up to 25 steps and
-#   nothing after (7.6 → 7.1 → 7.1), and DPM-Solver++ moves by less than 0.2 either way (7.0, 6.9, 7.1). All
-#   of these differences are within the point or two of a 500-sample FID's error bar: read the trend, not the
-#   decimals. The picture above shows 1000 DDPM steps are not visibly better than 250 or 50. DiT's 250 steps
+#   nothing after (7.6 → 7.1 → 7.1), and DPM-Solver++ stays within 0.2 (7.0, 6.9, 7.1). Only DDPM's
+#   0.9-point fall from 10 to 50 steps is clearly larger than the noise. The picture above shows 1000 DDPM steps are not visibly better than 250 or 50. DiT's 250 steps
 #   are a safe default for big ImageNet models; this 16-token latent model does well with 50 or fewer.
 # - **At ten steps the samplers are close.** DPM-Solver++ at 10 steps (7.0) is level with DDIM at 25 or 50 and
 #   half a point ahead of DDIM at 10; DDPM, the stochastic one, is the best at 25 and 50 steps here, by less than
-#   a point, within the noise. (`sample_for_fid` decodes each batch first and clamps only the images to
-#   [−1, 1], never the latents, which are not confined to that range; it refuses a latent model without its
-#   decoder.) In the picture, DDIM and
+#   a point, within the noise. In the picture, DDIM and
 #   DPM-Solver++ land on nearly the same images from the same x_T: both integrate the same deterministic ODE,
 #   the higher-order solver more accurately.
 # - **One model cannot say whether steps can replace size.** Where a curve levels off, the model's own error
@@ -341,7 +341,7 @@ print(f"your respaced β' and DDIM step = ditlib's ddim_sample_loop (max diff {(
 #   or 50 steps is as good as any. A diffusers scheduler drives a ditlib DiT through ε alone.
 # - More steps give diminishing returns: DDIM and DPM-Solver++ are flat from 25 steps on, and DDPM gains less
 #   from each added step. Whether sampling compute can stand in for a bigger model takes more than one model;
-#   the paper's answer is no (§5, Figure 10).
+#   the paper's answer is no (§5.2, Figure 10).
 #
 # **More to try.** Sample with `sampler="ddim", eta=1.0` (DDIM with DDPM-like noise) at 25 steps and compare its
 # FID. Try `diffusers.EulerDiscreteScheduler` with the same four schedule arguments.

@@ -22,8 +22,8 @@
 # 4. read FID and Inception Score against the scale and explain the U-shaped trade-off;
 # 5. explain why the official code guides only 3 of the 4 latent channels.
 #
-# **Paper.** DiT §3.1 *Classifier-free guidance* (after Ho & Salimans 2022) and §4 *Training* (class
-# dropout, the null embedding); the guided results in Table 2 and §5.
+# **Paper.** DiT §3.1 *Classifier-free guidance* (after Ho & Salimans 2022: label dropout and a learned null
+# embedding; the rate 0.1 is the official code's `class_dropout_prob`); the guided results in Table 2 and §5.1.
 #
 # *Quick mode* (`DITLIB_QUICK=1`) samples fewer images with fewer steps and compares two scales instead of
 # six; every check still runs.
@@ -167,7 +167,7 @@ viz.show_images(torch.cat(rows), nrow=10, titles=[f"s = {g:g}" if i % 10 == 0 el
 # ## 4. Measuring the trade-off: FID and Inception Score against the scale
 #
 # Guidance raises *fidelity* (each image looks more like its class) and lowers *diversity* (the images
-# of one class look alike). Two metrics (FID from lesson 08; lesson 10 opens both up) see this differently:
+# of one class look alike). Two metrics (FID from lesson 08, which lesson 10 opens up; the Inception Score is defined here) see this differently:
 #
 # - the **Inception Score** (here, with the Fashion-MNIST classifier in place of Inception) rewards
 #   confident, class-balanced predictions, so it keeps rising with s;
@@ -176,9 +176,9 @@ viz.show_images(torch.cat(rows), nrow=10, titles=[f"s = {g:g}" if i % 10 == 0 el
 #   U-shaped, which is why the paper reports FID at a small scale (1.5) and draws its sample figures at a large one (4.0).
 #
 # To fit a laptop's budget this uses few samples, few DDIM steps and a random 2,000 of the 10,000 test
-# images as the reference (500 in quick mode), so the numbers are noisy and higher than with the README's
-# settings; compare them only with each other. Precision and recall (the share of samples near real images, and of real images near
-# samples) make the trade-off explicit.
+# images as the reference (500 in quick mode), so the numbers are noisy and higher than with the settings of
+# `docs/results.md`; compare them only with each other. Precision and recall (the share of samples near real images, and of real images near
+# samples) show which half of the trade-off moves.
 
 # %%
 num_fid = pick(250, 50)                                               # samples per scale
@@ -211,8 +211,8 @@ for ax in axes:
 # What to look for: in the stored run FID falls from about 9 at s = 1 to about 7.4 at s = 1.5 and rises
 # again for larger s (13.4 at s = 6), while IS climbs (5.8 → 7.8) and levels off from s = 4. Recall falls steeply (0.66 → 0.30):
 # the samples cover less and less of the variety of real clothes. Precision stays between 0.72 and 0.80, highest
-# at s = 2. The paper's published ImageNet numbers show the same trade:
-# guidance at 1.5 takes DiT-XL/2 from FID 9.62, IS 121.5, precision 0.67, recall 0.67 to FID 2.27, IS 278.2,
+# at s = 2: here guidance buys FID and IS but not precision. The paper's published ImageNet numbers show the
+# recall side of the same trade and, unlike our small model, a clear gain in precision: guidance at 1.5 takes DiT-XL/2 from FID 9.62, IS 121.5, precision 0.67, recall 0.67 to FID 2.27, IS 278.2,
 # precision 0.83, recall 0.57 (Table 2). With 250 samples and 10 DDIM steps, the exact position of our
 # minimum is uncertain by about one grid step; rerun with more samples to pin it down
 # (`python -m ditlib fid --ckpt data/checkpoints/fmnist-latent-DiT-T-2 --cfg-scale S`).
@@ -257,7 +257,7 @@ viz.show_images(torch.cat(rows), nrow=10, titles=[name if i == 0 else "" for nam
 # contrasty (the T-shirt loses its dark blotch; the coat takes another cut); one row per setting cannot show
 # variety, which is what the recall measures.
 #
-# With the README's settings (1,000 samples, 50 DDIM steps, the full 10,000-image reference,
+# With the settings of `docs/results.md` (1,000 samples, 50 DDIM steps, the full 10,000-image reference,
 # `experiments/results/guidance/guidance_sweep.md`) the interval takes the shipped model from FID 4.83
 # (guidance 2, every step; 6.89 with guidance 3 on every step) to 3.65, with recall 0.51 → 0.67 at the same
 # precision. Of the 19 (scale, interval) settings in that sweep it is among the best, not alone at the top:
@@ -299,8 +299,9 @@ viz.show_images(codec.decode(torch.cat([latents[None], latents[3]])).clamp(-1, 1
                 titles=["all 4 channels"] + [""] * 9 + ["3 channels (official)"] + [""] * 9);
 
 # %% [markdown]
-# Every channel changes, not just the last one: the four are decoded together, and every later step
-# sees the whole latent. The effect is a somewhat weaker guidance. Neither choice is "right"; they are
+# Every channel changes, not just the last one: every later step sees the whole latent. In these ten images the
+# difference is barely visible; whether it moves FID is a question for `python -m ditlib fid --guided-channels 3`
+# against the default. Neither choice is "right"; they are
 # two different samplers, and a number such as the paper's FID 2.27 holds for the one it was measured
 # with (`python -m ditlib sample-fid --guided-channels 3` reproduces the official evaluation).
 #

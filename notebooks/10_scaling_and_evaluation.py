@@ -66,7 +66,7 @@ nhwc = lambda x: x.permute(0, 2, 3, 1)                               # noqa: E73
 # (Σ₁^{1/2} Σ₂ Σ₁^{1/2})^{1/2}, whose eigenvalues `numpy.linalg.eigvalsh` computes reliably.
 #
 # Take real images on both sides: a subset of the training set against the test set (the "real vs real"
-# floor of the README).
+# floor of `docs/results.md`).
 
 # %%
 gen = torch.Generator().manual_seed(0)
@@ -143,11 +143,11 @@ fig.axes[0].set(xscale="log", yscale="log");
 
 # %% [markdown]
 # On the log-log plot the points fall on a line of slope about −1: the floor is mostly a 1/n bias. The
-# README's floor (one subset of 1,000 training images: 0.63; 10,000: 0.087) lies on this curve within the
+# floor in `docs/results.md` (one subset of 1,000 training images: 0.63; 10,000: 0.087) lies on this curve within the
 # spread of the subsets printed above (0.720 ± 0.113 at n = 1,000). Two consequences:
 #
 # - compare FIDs **only at equal n** (the paper always uses 50,000 samples: "FID-50K");
-# - a model's FID at small n mixes its quality with this bias; the README lists the floor at the same n
+# - a model's FID at small n mixes its quality with this bias; `docs/results.md` lists the floor at the same n
 #   next to every model so the bias can be read off.
 #
 # ## 3. Pitfall 2: the feature extractor defines the number

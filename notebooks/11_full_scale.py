@@ -87,7 +87,7 @@ assert xl2.lr == 1e-4 and xl2.batch_size == 256 and xl2.ema_decay == 0.9999 and 
 
 # %% [markdown]
 # The course's runs use a larger learning rate with warm-up and a cosine decay, gradient clipping, min-SNR
-# weighting of the loss and a shorter EMA: a few thousand steps on a CPU need them (lesson 07 and the README
+# weighting of the loss and a shorter EMA: a few thousand steps on a CPU need them (lesson 07 and `docs/results.md`
 # give the measured effect of each). The paper's 400K-step runs use none of these. The small model also samples
 # with guidance only on the steps t ≤ 300 (lesson 09, section 5); the paper guides every step (None).
 #
@@ -477,5 +477,5 @@ widgets.memory_explorer(xl2_params, per_image, checkpointed, xl2_gflops, gpu_gb=
 # diffusion) for the parts DiT builds on. `docs/full-scale.md` has every command of this lesson with its
 # options.
 #
-# **Next:** back to the [course README](../README.md) for the results table, the commands and the
-# capstone; the [lesson index](README.md) lists all lessons.
+# **Next:** back to the [course README](../README.md) for the commands and the capstone, and to
+# [docs/results.md](../docs/results.md) for every measured result; the [lesson index](README.md) lists all lessons.
