@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from ditlib.course.viz import unet_vs_dit_figure
+from ditlib.course.findings import short_cpu
 
 
 def plot(records: list[dict], path: Path) -> Path:
@@ -27,15 +28,15 @@ def table(records: list[dict]) -> str:
     done = sorted((r for r in records if r.get("complete")), key=lambda r: (r["gflops"], r["family"], r["seed"]))
     steps = sorted({s["step"] for r in done for s in r["snapshots"]})
     lines = ["| family | config | params | Gflops | seed | " + " | ".join(f"FID @ {s}" for s in steps)
-             + " | FID guided | precision / recall guided | training |",
-             "|" + "---|" * (8 + len(steps))]
+             + " | FID guided | precision / recall guided | training | CPU |",
+             "|" + "---|" * (9 + len(steps))]
     for r in done:
         fid = {s["step"]: s["fid"] for s in r["snapshots"]}
         minutes, seconds = divmod(round(r["train_seconds"]), 60)
         lines.append(f"| {r['family']} | `{r['config']}` | {r['params'] / 1e6:.2f}M | {r['gflops']:.4f} | {r['seed']} | "
                      + " | ".join(f"{fid[s]:.2f}" if s in fid else "–" for s in steps)
                      + f" | {r['fid_1k_guided']:.2f} | {r['guided']['precision']:.2f} / {r['guided']['recall']:.2f} | "
-                       f"{minutes} min {seconds:02d} s |")
+                       f"{minutes} min {seconds:02d} s | {short_cpu(r['cpu'])} |")
     return "\n".join(lines)
 
 

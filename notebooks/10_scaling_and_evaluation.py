@@ -20,7 +20,7 @@
 #    are therefore meaningless;
 # 3. estimate training compute as Gflops × batch × steps × 3, for our grid and for DiT-XL/2;
 # 4. read FID against training steps and against Gflops, and say how far our small grid supports the
-#    paper's claims.
+#    paper's claims;
 # 5. put a DiT and a U-Net of the same Gflops side by side, trained and measured alike, and say where the
 #    paper's "transformers replace U-Nets" holds at this scale and where it does not.
 #
@@ -29,7 +29,8 @@
 # training compute), and the compute estimate "Gflops · batch size · training steps · 3". FID itself is
 # from Heusel et al. 2017.
 #
-# *Quick mode* (`DITLIB_QUICK=1`) uses smaller image sets for the FID sections; the scaling grid is read
+# *Quick mode* (`DITLIB_QUICK=1`) uses smaller image sets for the FID sections and races the DiT and the U-Net
+# of section 7 for 10 steps on 256 images instead of 300 on the whole latent cache; the scaling grid is read
 # from the saved results either way.
 
 # %%
@@ -57,7 +58,7 @@ nhwc = lambda x: x.permute(0, 2, 3, 1)                               # noqa: E73
 #
 # FID embeds every image with a fixed network (Inception-v3 in the paper; here the course's Fashion-MNIST
 # classifier: FID-FMNIST, which lesson 08 used to score sampling steps), fits a Gaussian N(μ, Σ) to each set of feature vectors, and reports the
-# Fréchet (2-Wasserstein) distance between the two Gaussians (Heusel et al. 2017):
+# squared Fréchet (2-Wasserstein) distance between the two Gaussians (Heusel et al. 2017):
 #
 # $$\mathrm{FID} = \lVert \mu_1 - \mu_2 \rVert^2 + \operatorname{Tr}\big(\Sigma_1 + \Sigma_2 - 2\,(\Sigma_1\Sigma_2)^{1/2}\big).$$
 #
@@ -121,8 +122,8 @@ print(f"{n_check} train vs {len(reference)} test images: FID by hand {fid_by_han
       f"torch-fidelity (ditlib.metrics) {fid_library:.4f}")
 
 # %% [markdown]
-# Two sets of *real* images, and the FID is not 0. Part of that is real (train and test differ a little),
-# most of it is estimation noise, which the next section measures.
+# Two sets of *real* images, and the FID is not 0. Almost all of it is the finite-sample bias of the estimate,
+# which the next section measures (section 8 extrapolates it away).
 #
 # ## 2. Pitfall 1: FID depends on the number of samples
 #
@@ -146,7 +147,8 @@ fig.axes[0].set(xscale="log", yscale="log");
 # floor in `docs/results.md` (one subset of 1,000 training images: 0.63; 10,000: 0.087) lies on this curve within the
 # spread of the subsets printed above (0.720 ± 0.113 at n = 1,000). Two consequences:
 #
-# - compare FIDs **only at equal n** (the paper always uses 50,000 samples: "FID-50K");
+# - compare FIDs **only at equal n** (the paper's results use 50,000 samples, "FID-50K"; its sampling-compute
+#   study, Figure 10, uses FID-10K);
 # - a model's FID at small n mixes its quality with this bias; `docs/results.md` lists the floor at the same n
 #   next to every model so the bias can be read off.
 #
@@ -190,7 +192,7 @@ for kind in ("none", "noise", "shift by 2 pixels"):
 try:
     print("Inception weights found at", inception_weights_path())
 except FileNotFoundError as err:
-    print(f"FileNotFoundError: {str(err)[:200]}…")
+    print(f"FileNotFoundError: {str(err).split(' (looked for')[0]}")       # the machine's cache path left out
 
 # %% [markdown]
 # ## 4. Training compute
@@ -235,9 +237,10 @@ for e in grid:
 print("cells not run yet:", ", ".join(m for m in planned if m not in {e["model"] for e in grid}) or "none")
 
 # %% [markdown]
-# At 6,000 steps a cell costs from about 4 × 10³ training Gflops (XS/4) to 5 × 10⁵ (M/1): between
-# 10⁵ and 10⁷ times less than one 400K-step DiT-XL/2 run. The printout says which cells are in the committed
-# file; the others are the expensive part of the grid (M/2 and the patch-1 cells cost 2–10 times the default).
+# At 6,000 steps a cell costs from about 4 × 10³ training Gflops (XS/4) to 5 × 10⁵ (M/1): between about
+# 7 × 10⁴ and 10⁷ times less than one 400K-step DiT-XL/2 run. The printout says which cells are in the committed
+# file. Of the missing ones, T/1 and M/1 cost 4 and 9 times the default's Gflops per step, XS/1 about 1.2 times,
+# and the patch-4 cells less than the default.
 #
 # ## 5. FID against steps, Gflops and compute (Figures 6, 8, 9)
 #
@@ -304,20 +307,24 @@ print(f"ours ({len(by_model)} model(s)): " + (f"{fit[1]:+.1f} FID per tenfold Gf
 #
 # Read our panels against that, for the cells that are in the file:
 #
-# - **Figure 6 (bigger is better at every stage): yes, for the sizes trained.** DiT-T/2 (two seeds) is ahead of
-#   DiT-XS/2 at every snapshot (17.0 against 22.2 after 1,500 steps, 6.70 against 9.84 after 6,000), and the gap
-#   does not close as training goes on; the two seeds of T/2 agree to within about 0.5 at every snapshot, so the gap is
-#   not noise. The patch half of the claim (smaller patches, more tokens, lower FID) needs the patch-1 and
-#   patch-4 cells.
-# - **Figure 8 (FID follows Gflops): the direction holds** (the printout's slope, from two model sizes only),
-#   while the paper's −0.93 comes from twelve models. Two points always lie on a line, so the correlation of
-#   our panel says nothing yet; its slope says how much a tenfold Gflops buys here.
+# - **Figure 6 (bigger is better at every stage): yes, for the three sizes at patch 2.** At every snapshot M/2
+#   is ahead of T/2 (two seeds), which is ahead of XS/2: 14.05, 17.0 and 22.2 after 1,500 steps, 4.83, 6.70 and
+#   9.84 after 6,000. The two seeds of T/2 agree to within about 0.5 at every snapshot, so the ordering is not
+#   noise. In FID points the gaps narrow as training goes on (T/2 to M/2: 3.0 after 1,500 steps, 1.9 after 6,000);
+#   in ratio they grow (1.2× to 1.4×), which is what the log-scale panel shows. The patch half of the claim
+#   (smaller patches, more tokens, lower FID) needs the patch-1 and patch-4 cells.
+# - **Figure 8 (FID follows Gflops): the direction holds** over an 8× range of Gflops (the printout's slope,
+#   from three sizes of one patch size), while the paper's −0.93 comes from twelve models that mix sizes and
+#   patches. Three sizes of one family lie close to a line almost whatever happens, so our correlation says
+#   little yet; the slope says how much a tenfold Gflops buys here.
 # - **Figure 9 (at equal training compute the bigger model wins): not shown, and the axis misleads here.**
 #   At about 1.3–1.5 × 10⁴ training Gflops, XS/2 after its 6,000 steps (9.84) is far ahead of T/2 after 1,500
-#   (17.0). But the snapshots of one run with a cosine learning rate are not runs of that length: at step 1,500
-#   T/2's learning rate is still near its peak and its EMA has not settled, while XS/2 at 6,000 has finished its
-#   decay. The paper's runs use a constant learning rate, where a snapshot is a shorter run; answering Figure 9
-#   here needs the bigger models trained to a shorter schedule, or all models at a constant rate.
+#   (17.0), and at 2.6–3.0 × 10⁴ T/2 after 3,000 (10.8) is ahead of M/2 after 1,500 (14.05). But the snapshots of
+#   one run with a cosine learning rate are not runs of that length: at step 1,500 the bigger model's learning
+#   rate is still near its peak and its EMA has not settled, while the smaller model at the end of its run has
+#   finished its decay. The paper's runs use a constant learning rate, where a snapshot is a shorter run;
+#   answering Figure 9 here needs the bigger models trained to a shorter schedule, or all models at a constant
+#   rate.
 #
 # When more cells are trained (`python experiments/scaling_grid.py --help`), re-execute this notebook: every
 # number and plot above is read from the JSON files.
@@ -326,7 +333,7 @@ print(f"ours ({len(by_model)} model(s)): " + (f"{fit[1]:+.1f} FID per tenfold Gf
 #
 # The paper's headline result is a comparison with the U-Net that latent diffusion used before it: without
 # guidance, DiT-XL/2 (118.6 Gflops) reaches FID-50K 9.62 on ImageNet 256×256 where LDM's U-Net (103.6 Gflops)
-# reaches 10.56 (Table 2, DiT-XL/2 after 7M steps). So far this course has only *told* you that. Here the same question is asked at CPU
+# reaches 10.56 (FIDs: Table 2, DiT-XL/2 after 7M steps; Gflops: §5.1). So far this course has only *told* you that. Here the same question is asked at CPU
 # scale: a U-Net, the field's own `diffusers.UNet2DModel` (ADM's layout: residual blocks whose GroupNorm is
 # modulated by the timestep-and-class vector, self-attention at the low resolutions, skip connections from
 # each level down to the same level up), is wrapped by `ditlib.unet.UNet` so that it takes (x_t, t, y) and
@@ -422,12 +429,13 @@ ax.legend()
 fig.tight_layout()
 
 # %% [markdown]
-# In the run that made these outputs (300 steps each, fp32 without compiling, on a 2-core AMD EPYC with AVX2 only)
-# the U-Net's loss is already the lower of the two, and each of its steps took about 1.6 times as long as the DiT's: the
+# In the run that made these outputs (300 steps each, fp32 without compiling, on a quiet 2-core Intel Xeon with
+# native bf16) the U-Net's loss is already the lower of the two, and each of its steps took about 1.5 times as long
+# as the DiT's (60.7 s against 40.9 s): the
 # printed times and the curves show both. A few hundred steps say little about the samples, though.
 #
-# The committed experiment runs the same race to the end: the small pair and the default's pair, each trained for
-# 6,000 steps of batch 64 (the default's whole recipe) in fp32, two training seeds for the default's pair, FID-FMNIST at N = 1,000 with DDIM
+# The committed experiment runs the same race to the end: the small pair, the default's pair and the large pair,
+# each trained for 6,000 steps of batch 64 (the default's whole recipe) in fp32, two training seeds for the default's pair, FID-FMNIST at N = 1,000 with DDIM
 # 50 without guidance (as the paper's figures) and with the default's guidance (`experiments/unet_vs_dit.py`;
 # the commands and the hardware are in `experiments/README.md`). Read the records:
 
@@ -455,10 +463,11 @@ for family in ("DiT", "U-Net"):
 #   FID-FMNIST 6.72 and 6.67 without guidance (two training seeds), its U-Net 3.65 and 3.73; the seeds of each model agree to
 #   within 0.05 and 0.08, so the gap of about 3 points is far beyond the training noise (and beyond the
 #   sampling noise of an N = 1,000 FID). With the default's guidance the gap narrows but stays: 3.66 and
-#   3.77 for the DiT against 3.13 and 3.31 for the U-Net. The U-Net also leads at every snapshot (left and middle
+#   3.77 for the DiT against 3.13 and 3.31 for the U-Net. The U-Net also leads at every snapshot (middle and right
 #   panels): its FID after 1,500 steps (7.9 and 7.1) is near the DiT's after 6,000.
-# - **Per CPU minute the U-Net still wins**, though each of its steps costs about 1.4–1.5 times the DiT's
-#   (right panel: its 3×3 convolutions and GroupNorms run slower per flop than the DiT's large matmuls). For
+# - **Per CPU minute the U-Net still wins**, though each of its steps costs about 1.4–1.6 times the DiT's
+#   (right panel; per flop the U-Net runs slower, most likely because 3×3 convolutions on 8×8 maps use the CPU
+#   less efficiently than the DiT's matmuls; not measured here). For
 #   the default's pair (EPYC with native bf16, fp32): at about 11–12 CPU-minutes the U-Net is at 4.8–4.9
 #   where the DiT is at 7.8–8.1, and it passes the DiT's final FID between its 6- and 12-minute snapshots,
 #   while the DiT needs its full 15–16 minutes. For the small pair (AVX2-only EPYC): UNet-S after 8.5 minutes
@@ -471,17 +480,20 @@ for family in ("DiT", "U-Net"):
 #   see 384,000 images (6 epochs of Fashion-MNIST) against the paper's 102 million per 400K-step run;
 #   (iii) *size*: at the same Gflops the U-Net reaches them with fewer parameters (3.45M against 4.17M), so
 #   it is not winning by memorising more. This experiment cannot tell these three apart.
-# - **The slope: here DiT does improve faster with Gflops, from a much worse level.** The smaller pair (DiT-XS/2
-#   against UNet-S, about 0.0135 Gflops, one seed each, trained on an AVX2-only AMD EPYC; the default's pair on
-#   an EPYC with native bf16, both in fp32, so their FIDs compare but their minutes do not) gives the fitted
-#   lines of the left panel: going from the small to the default size (3.3× the Gflops) takes the DiT from
-#   9.84 to 6.70 (mean of two seeds), about −6.0 FID per tenfold Gflops, and the U-Net from 4.71 to 3.69, about
-#   −2.0. In relative terms too the DiT gains more (−32 % against −22 %). Part of the U-Net's flatter line is the
-#   floor: its FIDs are closer to what a perfect model scores at N = 1,000 (0.72 ± 0.11, section 2), where every
-#   gain gets smaller. Extended, the two lines would cross near 0.24 Gflops, five times the default; two sizes
-#   per family are a weak basis for that, and the third pair (DiT-M/2 against UNet-L, `--pairs L`) is the test.
-#   So the verdict at this scale is: **U-Nets are not out on a CPU budget with 8×8 latents; the transformer
-#   closes the gap as it grows, as the paper says, but over the sizes a CPU trains here it does not catch up.**
+# - **The slope: here DiT does improve faster with Gflops, from a much worse level.** Three pairs: DiT-XS/2 against
+#   UNet-S (about 0.0135 Gflops, one seed each, AMD EPYC with AVX2 only), the default's pair (about 0.045, two
+#   seeds each, AMD EPYC with native bf16) and DiT-M/2 against UNet-L (about 0.1, one seed each, Intel Xeon with
+#   native bf16), all in fp32, so their FIDs compare but their minutes only within a pair. Over that 8× range the
+#   DiT's FID without guidance falls from 9.84 to 6.70 (mean of two seeds) to 4.83, a fitted −5.6 FID per tenfold
+#   Gflops (the printout above), and the U-Net's from 4.71 to 3.69 to 3.08, −1.9. With the default's guidance the
+#   contrast is starker: the DiT goes 6.01, 3.72, 2.98 and the U-Net 3.12, 3.22, 3.08, flat: at the largest pair
+#   the two are level (2.98 against 3.08, within the 0.1–0.2 by which two training seeds differ). Part of the
+#   U-Net's flatter line is the floor: its FIDs are closer to what a perfect model scores at N = 1,000
+#   (0.72 ± 0.11, section 2), where every gain gets smaller. Extended, the unguided lines would cross near
+#   0.3 Gflops, three times the largest pair.
+#   So the verdict at this scale is: **U-Nets are not out on a CPU budget with 8×8 latents: without guidance the
+#   U-Net is better at every size trained here. The transformer closes the gap as it grows, as the paper says,
+#   and with guidance it draws level at the largest pair.**
 #
 # ## 8. Exercise: extrapolating FID to infinitely many samples
 #
@@ -528,16 +540,17 @@ print(f"FID_∞ ≈ {fid_inf:.3f} and k ≈ {k:.0f}; the reference's own bias k 
 # - It is defined by its feature extractor: FID-FMNIST, Inception FID and the paper's ImageNet numbers are
 #   three different scales.
 # - Training compute ≈ Gflops × batch × steps × 3: about 6.4 × 10²⁰ flops for DiT-XL/2's 7M steps
-#   (published recipe), about 10¹³ for one of our grid runs.
-# - Our CPU grid points the same way as the paper's Figure 8 (more Gflops, lower FID), but with differences
-#   of a few points from short runs and 500-sample FIDs it is weak evidence, and it cannot test Figure 9.
-# - Against a U-Net of the same Gflops, trained and measured exactly alike for 6,000 steps, the default DiT
-#   loses at this scale (without guidance, FID about 6.7 against about 3.7), and so does the smaller DiT-XS/2
-#   (9.8 against 4.7); the DiT's FID falls faster with Gflops (about −6 against −2 per tenfold), the paper's
-#   scaling argument, but not fast enough to catch up within these sizes.
+#   (published recipe), 1.5 × 10¹³ to 1.2 × 10¹⁴ for the grid runs trained so far.
+# - Our CPU grid points the same way as the paper's Figures 6 and 8 at patch 2 (M/2 < T/2 < XS/2 at every
+#   snapshot, −5.6 FID per tenfold Gflops, FID at N = 1,000 after 6,000 steps); the patch cells are still to
+#   run, and its cosine-decay snapshots cannot answer Figure 9.
+# - Against a U-Net of the same Gflops, trained and measured exactly alike for 6,000 steps, the DiT loses
+#   without guidance at all three sizes (9.8 against 4.7, 6.7 against 3.7, 4.8 against 3.1); its FID falls
+#   faster with Gflops (about −5.6 against −1.9 per tenfold), the paper's scaling argument, and with guidance it
+#   draws level at the largest pair (3.0 against 3.1).
 #
 # **More to try.** Recompute the correlation with the FID of the *first* evaluation instead of the last: is
-# the ordering already there after 150 steps? Estimate FID_∞ for one of the model checkpoints by sampling
+# the ordering already there after 1,500 steps? Estimate FID_∞ for one of the model checkpoints by sampling
 # 250, 500 and 1,000 images (`ditlib.evaluate.sample_for_fid`) and extrapolating.
 #
 # **Next:** [11 · Full scale](11_full_scale.ipynb): the paper's ImageNet configurations, the SD VAE,

@@ -5,6 +5,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from ditlib.course.findings import short_cpu
 import torch
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
@@ -141,6 +143,8 @@ def test_the_log_gflops_fit_and_the_papers_panel():
     assert findings.short_cpu("CPU AMD EPYC (AVX2, no native bf16: emulated, 85× slower than fp32), 2 cores") == \
         "AMD EPYC, AVX2, no native bf16"
     assert findings.short_cpu("CPU AMD EPYC (AVX512, native bf16, 1.7× fp32), 2 cores") == "AMD EPYC, AVX512, native bf16"
+    assert findings.short_cpu("CPU Intel(R) Xeon(R) Processor (AVX512, native bf16, 2.8× fp32), 2 cores") == \
+        "Intel Xeon Processor, AVX512, native bf16"                         # the (R) marks are not the details
     assert set(PAPER_FID_400K) == set(PAPER_GFLOPS)
     fig = findings.scaling_gflops_figure([])
     paper = fig.axes[1]
@@ -276,6 +280,7 @@ def test_unet_vs_dit_trains_each_family_once_and_records_the_issues_table(tmp_pa
 
     rows = plot_unet_vs_dit.table([record]).splitlines()
     assert rows[0].count("FID @") == 2 and f"| {record['fid_1k_guided']:.2f} |" in rows[2]
+    assert rows[0].endswith("| training | CPU |") and rows[2].endswith(f"| {short_cpu(record['cpu'])} |")   # its hardware
     # A second command measures and trains nothing again.
     monkeypatch.setattr(recipe_runs, "readme_fid", lambda *a, **k: pytest.fail("measured again"))
     assert unet_vs_dit.main(args) == 0

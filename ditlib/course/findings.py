@@ -37,11 +37,12 @@ def size_and_patch(model: str) -> tuple[str, int]:
 
 def short_cpu(cpu: str) -> str:
     """'CPU AMD EPYC (AVX2, no native bf16: emulated, 85× slower than fp32), 2 cores, ...' -> 'AMD EPYC, AVX2, no
-    native bf16'; 'CPU AMD EPYC (AVX512, native bf16, 1.7× fp32), ...' -> 'AMD EPYC, AVX512, native bf16'."""
-    cpu = cpu.removeprefix("CPU ")
-    if "(" not in cpu:
+    native bf16'; 'CPU AMD EPYC (AVX512, native bf16, 1.7× fp32), ...' -> 'AMD EPYC, AVX512, native bf16';
+    'CPU Intel(R) Xeon(R) Processor (AVX512, native bf16, …), ...' -> 'Intel Xeon Processor, AVX512, native bf16'."""
+    cpu = cpu.removeprefix("CPU ").replace("(R)", "").replace("(TM)", "")     # 'Intel(R) Xeon(R) Processor (…'
+    if " (" not in cpu:
         return cpu.split(",")[0]
-    name, details = cpu.split("(", 1)
+    name, details = cpu.split(" (", 1)
     capability = details.split(",")[0].strip()
     bf16 = "no native bf16" if "no native bf16" in details else "native bf16" if "native bf16" in details else ""
     return ", ".join(part for part in (name.strip(), capability, bf16) if part)
