@@ -25,6 +25,7 @@ from ditlib.course.feedback import Problem, call_refusing
 from ditlib.diffusion import (GaussianDiffusion, create_diffusion, discretized_gaussian_log_likelihood, mean_flat,
                              normal_kl)
 from ditlib.models import DiTBlock, build_model, get_1d_sincos_pos_embed_from_grid, timestep_embedding
+from exercise_helpers import fails_with
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -211,13 +212,7 @@ def test_posterior_check_accepts_full_shape_variance():
 
 
 # ----------------------------------------------------------------------------- typical mistakes, by exercise
-def _fails_with(check, fn, *phrases):
-    fb = check(fn)
-    assert not fb.passed, f"{fn.__name__} passed"
-    for phrase in phrases:
-        assert phrase in fb.message, f"{phrase!r} not in {fb.message!r}"
-    assert "\n" not in fb.message
-    return fb
+_fails_with = fails_with
 
 
 def test_q_sample_check_spots_missing_square_root():

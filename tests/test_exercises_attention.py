@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from ditlib.course.checks_transformer import check_embed_timestep, check_multi_head_attention
 from ditlib.course.feedback import CHECKS, Feedback
 from ditlib.layers import Attention, TimestepEmbedder, timestep_embedding
+from exercise_helpers import fails_with
 
 
 def multi_head_attention(attention, x, scale="head", softmax_dim=-1, proj=True, split="3h"):
@@ -33,13 +34,7 @@ def embed_timestep(t, mlp, order="cos|sin", per="half", t_scale=1.0, use_mlp=Tru
     return mlp(features) if use_mlp else features
 
 
-def _fails_with(check, fn, *phrases):
-    fb = check(fn)
-    assert isinstance(fb, Feedback) and not fb.passed, "passed"
-    assert "\n" not in fb.message
-    for phrase in phrases:
-        assert phrase in fb.message, fb.message
-    return fb
+_fails_with = fails_with
 
 
 def test_the_written_out_attention_passes_and_equals_ditlibs_attention():

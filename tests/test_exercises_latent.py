@@ -8,6 +8,7 @@ from ditlib.course.checks_latent import check_scaled_latents
 from ditlib.course.feedback import CHECKS, Feedback
 from ditlib.latents import encode_dataset
 from ditlib.vae import LatentCodec, estimate_scale_factor
+from exercise_helpers import fails_with
 
 
 def scaled_latents(codec, images, generator):
@@ -71,12 +72,7 @@ def _variant(what):
 
 
 def _fails_with(fn, *phrases):
-    fb = check_scaled_latents(fn)
-    assert isinstance(fb, Feedback) and not fb.passed, f"{fn.__name__} passed"
-    assert "\n" not in fb.message
-    for phrase in phrases:
-        assert phrase in fb.message, f"{phrase!r} not in {fb.message!r}"
-    return fb
+    return fails_with(check_scaled_latents, fn, *phrases)
 
 
 def test_the_written_out_solution_passes_and_matches_the_posterior_sample():

@@ -7,6 +7,7 @@ import pytest
 
 from ditlib.course.checks_scaling import check_max_batch_per_gpu
 from ditlib.course.feedback import CHECKS, Feedback
+from exercise_helpers import fails_with
 
 
 def max_batch_per_gpu(num_params, activation_bytes_per_image, gpu_gb, num_gpus, fsdp):
@@ -27,12 +28,7 @@ def _variant(per_param=20, shard=None, act_shard=False, unit=1e9, rounding=math.
 
 
 def _fails_with(fn, *phrases):
-    fb = check_max_batch_per_gpu(fn)
-    assert isinstance(fb, Feedback) and not fb.passed, "passed"
-    assert "\n" not in fb.message
-    for phrase in phrases:
-        assert phrase in fb.message, fb.message
-    return fb
+    return fails_with(check_max_batch_per_gpu, fn, *phrases)
 
 
 def test_the_reference_solution_passes():

@@ -7,6 +7,7 @@ import torch
 from ditlib.course.checks_model import check_dit_forward, check_forward_with_cfg, check_train_step
 from ditlib.course.feedback import CHECKS, Feedback, require
 from ditlib.train import update_ema
+from exercise_helpers import fails_with
 
 
 # ----------------------------------------------------------------------------- learner-style solutions
@@ -45,13 +46,7 @@ SOLUTIONS = {"dit_forward": (check_dit_forward, dit_forward), "train_step": (che
              "forward_with_cfg": (check_forward_with_cfg, forward_with_cfg)}
 
 
-def _fails_with(check, fn, *phrases):
-    fb = check(fn)
-    assert isinstance(fb, Feedback) and not fb.passed, "a wrong solution passed"
-    for phrase in phrases:
-        assert phrase in fb.message, f"{phrase!r} not in {fb.message!r}"
-    assert "\n" not in fb.message
-    return fb
+_fails_with = fails_with
 
 
 def not_implemented(*args):

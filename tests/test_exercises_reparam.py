@@ -8,6 +8,7 @@ import torch
 
 from ditlib.course.checks_diffusion import check_sample_loss
 from ditlib.course.feedback import CHECKS, Feedback
+from exercise_helpers import fails_with
 
 
 def sample_loss(mu, log_sigma, eps, target, scale="exp", sort=True, reduce="mean", root=False):
@@ -19,12 +20,7 @@ def sample_loss(mu, log_sigma, eps, target, scale="exp", sort=True, reduce="mean
 
 
 def _fails_with(fn, *phrases):
-    fb = check_sample_loss(fn)
-    assert isinstance(fb, Feedback) and not fb.passed, "passed"
-    assert "\n" not in fb.message
-    for phrase in phrases:
-        assert phrase in fb.message, fb.message
-    return fb
+    return fails_with(check_sample_loss, fn, *phrases)
 
 
 def test_the_written_out_loss_passes_and_is_the_sorted_sample_distance():

@@ -10,6 +10,7 @@ from ditlib.course.checks_sampling import (check_ddim_step, check_ddpm_sampling_
 from ditlib.course.feedback import CHECKS, Feedback, require
 from ditlib.diffusion import GaussianDiffusion, SpacedDiffusion, create_diffusion, space_timesteps
 from ditlib.models import build_model
+from exercise_helpers import fails_with
 
 
 # ----------------------------------------------------------------------------- learner-style solutions
@@ -61,13 +62,7 @@ CASES = {"ddpm_sampling_loop": (check_ddpm_sampling_loop, sample_loop),
          "frechet_distance": (check_frechet_distance, frechet_distance)}
 
 
-def _fails_with(check, fn, *phrases):
-    fb = check(fn)
-    assert isinstance(fb, Feedback) and not fb.passed, f"{getattr(fn, '__name__', fn)} passed"
-    assert "\n" not in fb.message
-    for phrase in phrases:
-        assert phrase in fb.message, fb.message
-    return fb
+_fails_with = fails_with
 
 
 # ----------------------------------------------------------------------------- the shared contract
